@@ -1,0 +1,74 @@
+"""vlmsearch: local-first semantic image search.
+
+The public API is :class:`Engine` (open an index, index folders, search by text or image),
+the result types :class:`Hit` and :class:`TextHit`, :class:`IndexReport`, :class:`Settings`, and
+the errors (all subclasses of :class:`VlmsearchError`, whose messages say how to fix the
+problem). Importing ``vlmsearch`` is cheap: torch is only imported when a model is loaded.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    ImageError,
+    IndexFormatError,
+    IndexLockedError,
+    IndexNotFoundError,
+    InputError,
+    ModelMismatchError,
+    ModelSpecError,
+    ModelUnavailableError,
+    StorageError,
+    UsageError,
+    VlmsearchError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Engine",
+    "Hit",
+    "ImageError",
+    "IndexFormatError",
+    "IndexInfo",
+    "IndexLockedError",
+    "IndexNotFoundError",
+    "IndexReport",
+    "InputError",
+    "ModelMismatchError",
+    "ModelSpecError",
+    "ModelUnavailableError",
+    "Progress",
+    "Settings",
+    "StorageError",
+    "TextHit",
+    "UsageError",
+    "VlmsearchError",
+    "__version__",
+]
+
+_LAZY = {
+    "Engine": "engine",
+    "IndexInfo": "engine",
+    "Hit": "searcher",
+    "TextHit": "searcher",
+    "IndexReport": "indexer",
+    "Progress": "indexer",
+    "Settings": "config",
+}
+
+if TYPE_CHECKING:
+    from .config import Settings
+    from .engine import Engine, IndexInfo
+    from .indexer import IndexReport, Progress
+    from .searcher import Hit, TextHit
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vlmsearch' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f".{module}", __name__), name)

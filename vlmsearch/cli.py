@@ -1,0 +1,386 @@
+"""The command line: parse arguments → :class:`~vlmsearch.engine.Engine` → render.
+
+This is the only module that imports typer. Errors the user can fix (``VlmsearchError``) become
+one line on stderr and a non-zero exit code, in one place (:func:`_run`). Heavy modules are
+imported inside the commands so ``vlmsearch --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, Optional, TypeVar
+
+import typer
+
+from .errors import VlmsearchError
+
+app = typer.Typer(
+    name="vlmsearch",
+    help="Local-first semantic image search: index photo folders, search them by text or image.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+T = TypeVar("T")
+
+# --- shared options ------------------------------------------------------------------------------
+IndexName = Annotated[
+    Optional[str],
+    typer.Option("--index", "-i", help="Name of the index in the index home ($VLMSEARCH_HOME or "
+                 "the user data folder).", show_default="default"),
+]
+IndexDir = Annotated[
+    Optional[Path],
+    typer.Option("--index-dir", help="Use the index in this folder (overrides --index).",
+                 file_okay=False),
+]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+Device = Annotated[
+    str, typer.Option("--device", help="Where the model runs: auto (cuda, then mps, then cpu), "
+                      "cpu, cuda or mps.")
+]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _run(fn: Callable[[], T]) -> T:
+    """Run a command body, turning user-fixable errors into a message and an exit code."""
+    try:
+        return fn()
+    except VlmsearchError as exc:
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished work is saved; run the same command again to continue",
+                   err=True)
+        raise typer.Exit(130) from None
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def _settings(**overrides: Any) -> Any:
+    from .config import Settings
+
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _shown(path: str) -> str:
+    from .sources import display_path
+
+    return display_path(path)
+
+
+@contextmanager
+def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[Any], None]]:
+    """A rich progress bar on stderr when it is a terminal; a no-op callback otherwise."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda event: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def update(event: Any) -> None:
+            description = {"scanning": "Scanning", "indexing": label, "saving": "Saving"}
+            bar.update(task, description=description.get(event.phase, event.phase),
+                       completed=event.done, total=event.total)
+
+        yield update
+
+
+# --- index ---------------------------------------------------------------------------------------
+@app.command()
+def index(
+    paths: Annotated[list[Path], typer.Argument(help="Folders or files to index (recursively).",
+                                                show_default=False)],
+    index_name: IndexName = None,
+    index_dir: IndexDir = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", "-m", help="Model spec (see `vlmsearch models`). Default for a new index: "
+        "openclip:ViT-B-32/laion2b_s34b_b79k; an existing index keeps its own.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", "-b", min=1, help="Images per model forward pass.",
+        show_default="32")] = None,
+    device: Device = "auto",
+    exclude: Annotated[Optional[list[str]], typer.Option(
+        "--exclude", "-x", help="Skip files/folders matching this glob (repeatable). Without '/' "
+        "it matches names (e.g. '*.tmp', 'thumbnails'); with '/' paths relative to the root.")
+    ] = None,
+    include_hidden: Annotated[bool, typer.Option(
+        "--include-hidden", help="Also index files and folders whose names start with '.'.")
+    ] = False,
+    follow_symlinks: Annotated[bool, typer.Option(
+        "--follow-symlinks/--no-follow-symlinks",
+        help="Follow symbolic links to files and folders, even outside the root (loops are "
+        "detected).")] = True,
+    max_pixels: Annotated[Optional[int], typer.Option(
+        "--max-pixels", min=1, help="Skip images declaring more pixels than this "
+        "(decompression-bomb guard).", show_default="100000000")] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        "--workers", min=0, help="Parallel image decoders (0 = one per CPU core).",
+        show_default="0")] = None,
+    reindex: Annotated[bool, typer.Option(
+        "--reindex", help="Forget all vectors and re-embed every file (needed to switch an "
+        "existing index to another --model).")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Index images under PATHS: new and changed files are embedded, deleted ones dropped."""
+
+    def body() -> None:
+        from .engine import Engine
+
+        settings = _settings(batch_size=batch_size, device=device, max_pixels=max_pixels,
+                             decode_workers=workers, follow_symlinks=follow_symlinks)
+        with Engine.open(index_dir, name=index_name, model=model, settings=settings,
+                         reindex=reindex) as eng:
+            with _progress_bar(True, "Indexing") as progress:
+                report = eng.index(paths, exclude=exclude or (), include_hidden=include_hidden,
+                                   progress=progress)
+            if json_out:
+                data = report.to_dict()
+                data["index"] = str(eng.path)
+                _print_json(data)
+                return
+            typer.echo(
+                f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+                f"{report.removed} removed, {report.skipped} skipped in {report.seconds:.1f}s "
+                f"({report.encoded} encoded, {report.reused} reused by content)"
+            )
+            for path, reason in report.skipped_files[:10]:
+                typer.echo(f"  skipped {_shown(path)}: {reason}", err=True)
+            if len(report.skipped_files) > 10:
+                typer.echo(f"  ... and {len(report.skipped_files) - 10} more "
+                           "(`vlmsearch info --failed` lists them all)", err=True)
+            for path, reason in report.walk_problems[:10]:
+                typer.echo(f"  could not walk {_shown(path)}: {reason}", err=True)
+            typer.echo(f"index: {eng.path}")
+
+    _run(body)
+
+
+# --- query ---------------------------------------------------------------------------------------
+@app.command()
+def query(
+    text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.")] = None,
+    image: Annotated[Optional[Path], typer.Option(
+        "--image", help="Find images like this one (combine with TEXT for both).",
+        dir_okay=False)] = None,
+    negative: Annotated[Optional[list[str]], typer.Option(
+        "--not", help="Push results away from this concept (repeatable).")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Number of results.")] = 10,
+    target: Annotated[str, typer.Option(
+        "--target", help="What to return: images, or texts added with `add-texts`.")
+    ] = "images",
+    index_name: IndexName = None,
+    index_dir: IndexDir = None,
+    device: Device = "auto",
+    json_out: JsonOut = False,
+    paths_only: Annotated[bool, typer.Option(
+        "--paths-only", help="Print only the paths, one per line (for piping).")] = False,
+) -> None:
+    """Search the index by TEXT, by --image, or both.
+
+    The score is the cosine similarity between the query and each result (higher is closer).
+    """
+
+    def body() -> None:
+        from .engine import Engine
+        from .errors import UsageError
+
+        if text is None and image is None:
+            raise UsageError("give a TEXT to search for, an --image, or both")
+        if target not in ("images", "texts"):
+            raise UsageError(f"unknown --target {target!r}: use images or texts")
+        with Engine.open(index_dir, name=index_name, settings=_settings(device=device),
+                         create=False) as eng:
+            hits = eng.search(text=text, image=image, negative=negative or (), k=top_k,
+                              target=target)  # type: ignore[arg-type]
+        if json_out:
+            _print_json([h.to_dict() for h in hits])
+        elif paths_only:
+            for h in hits:
+                typer.echo(h.text if target == "texts" else h.path)
+        else:
+            _render_hits(hits, target)
+
+    _run(body)
+
+
+def _render_hits(hits: list[Any], target: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not hits:
+        console.print("no results (is the index empty? `vlmsearch info` tells)")
+        return
+    table = Table(box=None, header_style="bold")
+    table.add_column("#", justify="right")
+    table.add_column("score", justify="right")
+    if target == "texts":
+        table.add_column("text", overflow="fold")
+        for h in hits:
+            table.add_row(str(h.rank), f"{h.score:.3f}", h.text)
+    else:
+        table.add_column("path", overflow="fold")
+        table.add_column("size", justify="right")
+        for h in hits:
+            size = f"{h.width}×{h.height}" if h.width else ""
+            table.add_row(str(h.rank), f"{h.score:.3f}", _shown(h.path), size)
+    console.print(table)
+
+
+# --- add-texts -----------------------------------------------------------------------------------
+@app.command("add-texts")
+def add_texts(
+    file: Annotated[Path, typer.Argument(help="Text file (one text per line) or TSV/CSV.",
+                                         dir_okay=False)],
+    column: Annotated[Optional[str], typer.Option(
+        "--column", "-c", help="TSV/CSV column: header name or 1-based number "
+        "(default: the last column).")] = None,
+    delimiter: Annotated[Optional[str], typer.Option(
+        "--delimiter", help="Field separator (default: from the extension, .tsv or .csv).")
+    ] = None,
+    index_name: IndexName = None,
+    index_dir: IndexDir = None,
+    device: Device = "auto",
+    json_out: JsonOut = False,
+) -> None:
+    """Add captions or labels to the index for image→text search (`query --image X --target
+    texts`)."""
+
+    def body() -> None:
+        from .corpus import read_texts
+        from .engine import Engine
+
+        texts = read_texts(file, column=column, delimiter=delimiter)
+        with Engine.open(index_dir, name=index_name, settings=_settings(device=device),
+                         create=False) as eng, _progress_bar(True, "Embedding texts") as progress:
+            report = eng.add_texts(texts, source=os.fspath(file), progress=progress)
+        if json_out:
+            _print_json(report.to_dict())
+        else:
+            typer.echo(f"{report.added} texts added, {report.existing} already present "
+                       f"({report.seconds:.1f}s)")
+
+    _run(body)
+
+
+# --- info ----------------------------------------------------------------------------------------
+@app.command()
+def info(
+    index_name: IndexName = None,
+    index_dir: IndexDir = None,
+    failed: Annotated[bool, typer.Option(
+        "--failed", help="List the files that could not be indexed, with the reason.")] = False,
+    json_out: JsonOut = False,
+) -> None:
+    """Show what an index holds: counts, model, FAISS index type, size, location."""
+
+    def body() -> None:
+        from .engine import Engine
+
+        with Engine.open(index_dir, name=index_name, create=False) as eng:
+            data = eng.info().to_dict()
+            bad = eng.failed() if failed else []
+        if failed:
+            rows = [{"path": _shown(r.path), "error": r.error} for r in bad]
+            if json_out:
+                _print_json(rows)
+            elif not rows:
+                typer.echo("no failed files")
+            else:
+                for row in rows:
+                    typer.echo(f"{row['path']}\t{row['error']}")
+            return
+        if json_out:
+            _print_json(data)
+            return
+        width = max(len(k) for k in data)
+        for key, value in data.items():
+            if key == "bytes":
+                value = f"{value:,} ({value / 1e6:.1f} MB)"
+            typer.echo(f"{key.ljust(width)}  {value}")
+
+    _run(body)
+
+
+# --- remove --------------------------------------------------------------------------------------
+@app.command()
+def remove(
+    paths: Annotated[list[Path], typer.Argument(help="Files or folders to drop from the index.",
+                                                show_default=False)],
+    index_name: IndexName = None,
+    index_dir: IndexDir = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Drop files, or everything under folders, from the index (the files are not touched)."""
+
+    def body() -> None:
+        from .engine import Engine
+
+        with Engine.open(index_dir, name=index_name, create=False) as eng:
+            n = eng.remove(paths)
+        if json_out:
+            _print_json({"removed": n})
+        else:
+            typer.echo(f"{n} files removed from the index")
+
+    _run(body)
+
+
+# --- models --------------------------------------------------------------------------------------
+@app.command()
+def models(json_out: JsonOut = False) -> None:
+    """List what can be named with --model: shipped bundles and open_clip architectures."""
+
+    def body() -> None:
+        from .models_catalog import list_models
+
+        entries = list_models()
+        if json_out:
+            _print_json(entries)
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(box=None, header_style="bold")
+        for col in ("spec", "kind", "dim", "available", "notes"):
+            table.add_column(col, overflow="fold")
+        for e in entries:
+            table.add_row(e["spec"], e["kind"], str(e.get("dim") or "?"),
+                          "yes" if e["available"] else "no", e.get("notes", ""))
+        Console().print(table)
+
+    _run(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

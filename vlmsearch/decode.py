@@ -1,0 +1,238 @@
+"""Where images are decoded: bytes → an upright RGB picture → the pixels a model wants.
+
+One safe decoder serves the indexer, query images and (later) uploads:
+
+* the format is found from the content, not the file name (a JPEG named ``.png`` works, a text
+  file named ``.jpg`` is refused);
+* images that declare more than ``max_pixels`` pixels are refused before any pixel is decoded
+  (decompression bombs);
+* JPEGs are decoded in draft mode straight to just above the size the model needs (the DCT
+  scaling in libjpeg costs a fraction of a full decode);
+* EXIF orientation is applied; palette, alpha, 16-bit, CMYK and other modes become 8-bit RGB
+  (transparency is composited over white); animated images use their first frame.
+
+Everything that can go wrong with one file is turned into :class:`DecodeError` with a short
+reason for the metadata store. This module uses Pillow and NumPy only, so it runs in worker
+threads or processes without importing torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# We enforce our own, configurable pixel limit (``max_pixels``) before decoding; Pillow's
+# warning for large images would only add noise. Its hard error is still caught below.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+_RESAMPLE = {
+    "bicubic": Image.Resampling.BICUBIC,
+    "bilinear": Image.Resampling.BILINEAR,
+    "lanczos": Image.Resampling.LANCZOS,
+    "nearest": Image.Resampling.NEAREST,
+}
+
+
+class DecodeError(Exception):
+    """One file could not be turned into pixels; ``reason`` is short and meant for people."""
+
+    def __init__(self, reason: str, *, vanished: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.vanished = vanished
+        """The file no longer exists: there is nothing to record."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """The pixels an image tower expects, ``size``×``size`` RGB. ``resize_mode``:
+    ``shortest`` resizes the shorter side to ``resize`` and center-crops; ``squash`` resizes the
+    whole image to ``size``×``size``; ``longest`` fits the longer side and pads with black.
+    Normalising with ``mean``/``std`` is done by the encoder, in float."""
+
+    size: int = 224
+    resize: int = 224
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    mean: tuple[float, float, float] = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple[float, float, float] = (0.26862954, 0.26130258, 0.27577711)
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in _RESAMPLE:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}")
+        if self.resize < self.size:
+            raise ValueError("resize must be at least the crop size")
+        if self.resize_mode not in ("shortest", "squash", "longest"):
+            raise ValueError(f"unknown resize mode {self.resize_mode!r}")
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A decoded file: model-ready uint8 pixels (size×size×3), original upright size, digest."""
+
+    pixels: np.ndarray
+    width: int
+    height: int
+    digest: str
+
+
+_openers_registered = False
+
+
+def _register_optional_openers() -> None:
+    """HEIC/HEIF support comes from pillow-heif when it is installed."""
+    global _openers_registered
+    if _openers_registered:
+        return
+    _openers_registered = True
+    try:
+        from pillow_heif import register_heif_opener
+    except ImportError:  # pragma: no cover - optional dependency
+        return
+    register_heif_opener()
+
+
+def content_digest(data: bytes) -> str:
+    """The content hash used to recognise moved and duplicate files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def open_image(
+    data: bytes, *, max_pixels: int, min_side: int | None = None
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode ``data`` to an upright 8-bit RGB image; also return the full-resolution upright
+    size (draft decoding may make the image itself smaller).
+
+    ``min_side``: when set, JPEGs are decoded in draft mode at the smallest DCT scale whose
+    shorter side is still at least ``min_side`` pixels (after orientation).
+    Raises :class:`DecodeError`.
+    """
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    _register_optional_openers()
+    img: Image.Image
+    try:
+        img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"refused: {exc}") from None
+    except UnidentifiedImageError:
+        raise DecodeError("not an image (unrecognised format)") from None
+    except Exception as exc:  # Pillow raises many types for corrupt headers
+        raise DecodeError(f"unreadable image header: {_short(exc)}") from None
+    try:
+        width, height = img.size
+        if width <= 0 or height <= 0:
+            raise DecodeError("image has no pixels")
+        if width * height > max_pixels:
+            raise DecodeError(
+                f"too large: {width}×{height} = {width * height:,} pixels exceeds the limit of "
+                f"{max_pixels:,} (possible decompression bomb; raise it with --max-pixels)"
+            )
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        if min_side and img.format == "JPEG":
+            shorter = min(width, height)
+            scale = shorter / min_side
+            if scale >= 2:
+                img.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
+        img.load()
+        orientation = img.getexif().get(0x0112, 1)
+        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        img = ImageOps.exif_transpose(img) or img
+        return _to_rgb(img), upright
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(f"refused: {exc}") from None
+    except MemoryError:
+        raise DecodeError("not enough memory to decode this image") from None
+    except Exception as exc:
+        raise DecodeError(f"corrupt or truncated image: {_short(exc)}") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = float(arr.max()) if arr.size else 0.0
+        if mode == "F" and peak <= 1.0:
+            arr = arr * 255.0
+        elif peak > 255.0:
+            arr = arr / 257.0
+        gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def prepare(img: Image.Image, spec: ImageSpec) -> np.ndarray:
+    """Resize and crop as ``spec`` says, with the same arithmetic as torchvision's
+    ``Resize(int)`` + ``CenterCrop`` (and open_clip's other modes) so results match open_clip."""
+    width, height = img.size
+    resample = _RESAMPLE[spec.interpolation]
+    if spec.resize_mode == "squash":
+        if img.size != (spec.size, spec.size):
+            img = img.resize((spec.size, spec.size), resample)
+        return np.asarray(img, dtype=np.uint8)
+    if spec.resize_mode == "longest":
+        scale = spec.size / max(width, height)
+        new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+        canvas = Image.new("RGB", (spec.size, spec.size), (0, 0, 0))
+        canvas.paste(img.resize((new_w, new_h), resample),
+                     ((spec.size - new_w) // 2, (spec.size - new_h) // 2))
+        return np.asarray(canvas, dtype=np.uint8)
+    short, long = (width, height) if width <= height else (height, width)
+    new_short, new_long = spec.resize, int(spec.resize * long / short)
+    new_w, new_h = (new_short, new_long) if width <= height else (new_long, new_short)
+    if (new_w, new_h) != (width, height):
+        img = img.resize((new_w, new_h), resample)
+    top = round((new_h - spec.size) / 2.0)
+    left = round((new_w - spec.size) / 2.0)
+    if (new_w, new_h) != (spec.size, spec.size):
+        img = img.crop((left, top, left + spec.size, top + spec.size))
+    return np.asarray(img, dtype=np.uint8)
+
+
+def decode_bytes(data: bytes, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:
+    """Decode in-memory bytes into model-ready pixels. Raises :class:`DecodeError`."""
+    img, (width, height) = open_image(data, max_pixels=max_pixels, min_side=spec.resize)
+    try:
+        pixels = prepare(img, spec)
+    except Exception as exc:
+        raise DecodeError(f"could not resize image: {_short(exc)}") from None
+    return DecodedImage(pixels, width, height, content_digest(data))
+
+
+def decode_file(path: str, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:
+    """Read and decode one file. Raises :class:`DecodeError` (never anything else for I/O)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        raise DecodeError("file disappeared before it could be read", vanished=True) from None
+    except PermissionError:
+        raise DecodeError("permission denied (check the file's permissions)") from None
+    except IsADirectoryError:
+        raise DecodeError("is a folder, not a file") from None
+    except OSError as exc:
+        raise DecodeError(f"could not read file: {exc.strerror or _short(exc)}") from None
+    return decode_bytes(data, spec, max_pixels=max_pixels)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+

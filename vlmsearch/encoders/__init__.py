@@ -1,0 +1,1 @@
+"""Encoders: everything that imports torch or open_clip lives here."""

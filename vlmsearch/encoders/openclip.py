@@ -1,0 +1,263 @@
+"""The open_clip backend: the only module that imports open_clip.
+
+Spec grammar (after the ``openclip:`` prefix)::
+
+    ARCH/TAG            an open_clip architecture with a pretrained tag (downloaded on first use
+                        into open_clip's cache), e.g. ViT-B-32/laion2b_s34b_b79k
+    ARCH@CHECKPOINT     an architecture with weights from a local file (offline use)
+    hf-hub:ORG/REPO     a model published on the Hugging Face hub in open_clip format
+    ARCH/random         random weights (deterministic, seed 0): for tests and benchmarks only
+
+ARCH may also be a path to a model-config JSON file (registered with open_clip on the fly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..decode import ImageSpec
+from ..errors import ModelSpecError, ModelUnavailableError
+
+RANDOM_TAG = "random"
+
+
+@dataclass(frozen=True)
+class OpenClipSpec:
+    arch: str
+    tag: str | None = None
+    checkpoint: str | None = None
+
+    @classmethod
+    def parse(cls, body: str) -> OpenClipSpec:
+        if not body:
+            raise ModelSpecError(
+                "empty open_clip model: use openclip:ARCH/TAG (e.g. "
+                "openclip:ViT-B-32/laion2b_s34b_b79k) or openclip:ARCH@/path/to/checkpoint"
+            )
+        checkpoint = None
+        if "@" in body and not body.startswith("hf-hub:"):
+            body, checkpoint = body.rsplit("@", 1)
+            checkpoint = os.path.abspath(os.path.expanduser(checkpoint))
+        if body.startswith("hf-hub:") or body.endswith(".json") or "/" not in body:
+            arch, tag = body, None
+        else:
+            arch, tag = body.rsplit("/", 1)
+        if not arch:
+            raise ModelSpecError(f"no architecture in open_clip model {body!r}")
+        return cls(arch, tag or None, checkpoint)
+
+    def canonical(self) -> str:
+        out = self.arch
+        if self.tag:
+            out += f"/{self.tag}"
+        if self.checkpoint:
+            out += f"@{self.checkpoint}"
+        return f"openclip:{out}"
+
+
+def _file_fingerprint(path: str) -> str:
+    """Cheap identity of a large weights file: size plus a hash of its first and last MiB."""
+    size = os.path.getsize(path)
+    h = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as fh:
+        h.update(fh.read(1 << 20))
+        if size > 2 << 20:
+            fh.seek(-(1 << 20), os.SEEK_END)
+            h.update(fh.read(1 << 20))
+    return f"{size}-{h.hexdigest()}"
+
+
+class OpenClipEncoder:
+    """An open_clip model as an :class:`~vlmsearch.encoders.base.Encoder`.
+
+    Nothing heavy happens in ``__init__``: the spec is checked, and weights are loaded on first
+    use (so ``model_id``, ``dim`` and ``image_spec`` may trigger the load; ``model_id`` does
+    not)."""
+
+    def __init__(self, spec: str, body: str, device: str = "auto") -> None:
+        self.spec = spec
+        self.parsed = OpenClipSpec.parse(body)
+        self._device_request = device
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._image_spec: ImageSpec | None = None
+        self._dim: int | None = None
+        self._torch_device: Any = None
+        self._check_spec()
+
+    # --- identity --------------------------------------------------------------------------
+    def _check_spec(self) -> None:
+        p = self.parsed
+        if p.checkpoint is not None and not os.path.isfile(p.checkpoint):
+            raise ModelUnavailableError(
+                f"checkpoint file {p.checkpoint} for model {self.spec!r} does not exist; "
+                "check the path after '@'"
+            )
+        if p.arch.endswith(".json") and not os.path.isfile(p.arch):
+            raise ModelSpecError(f"model config file {p.arch} does not exist")
+
+    @property
+    def model_id(self) -> str:
+        p = self.parsed
+        arch = p.arch
+        if arch.endswith(".json"):
+            digest = hashlib.blake2b(Path(arch).read_bytes(), digest_size=8).hexdigest()
+            arch = f"{Path(arch).stem}-{digest}"
+        if p.checkpoint:
+            return f"openclip:{arch}@{_file_fingerprint(p.checkpoint)}"
+        return f"openclip:{arch}/{p.tag or ''}"
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._load()
+        assert self._dim is not None
+        return self._dim
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        if self._image_spec is None:
+            self._load()
+        assert self._image_spec is not None
+        return self._image_spec
+
+    @property
+    def device(self) -> str:
+        if self._torch_device is None:
+            self._torch_device = _pick(self._device_request)
+        return str(self._torch_device.type)
+
+    # --- loading ---------------------------------------------------------------------------
+    def _model_name(self) -> str:
+        import open_clip
+
+        arch = self.parsed.arch
+        if arch.endswith(".json"):
+            name = Path(arch).stem
+            if name not in open_clip.list_models():
+                open_clip.add_model_config(arch)
+            return name
+        return arch
+
+    def _pretrained(self, name: str) -> str | None:
+        import open_clip
+
+        p = self.parsed
+        if p.checkpoint:
+            return p.checkpoint
+        if name.startswith("hf-hub:"):
+            return None
+        if name not in open_clip.list_models():
+            raise ModelSpecError(
+                f"open_clip has no architecture {name!r}; `vlmsearch models` lists them"
+            )
+        if p.tag == RANDOM_TAG:
+            return None
+        tags = open_clip.list_pretrained_tags_by_model(name)
+        if not p.tag:
+            hint = f" (available: {', '.join(tags)})" if tags else ""
+            raise ModelSpecError(
+                f"name the pretrained weights of {name}: openclip:{name}/TAG{hint}, "
+                f"or a local file: openclip:{name}@/path/to/checkpoint"
+            )
+        if p.tag not in tags:
+            raise ModelSpecError(
+                f"open_clip has no pretrained tag {p.tag!r} for {name} "
+                f"(available: {', '.join(tags) or 'none'}); or use a local file: "
+                f"openclip:{name}@/path/to/checkpoint"
+            )
+        return p.tag
+
+    def _load(self) -> None:
+        if self._model is not None:
+            return
+        import open_clip
+        import torch
+
+        name = self._model_name()
+        pretrained = self._pretrained(name)
+        device = self._torch_device = self._torch_device or _pick(self._device_request)
+        try:
+            if pretrained is None:
+                torch.manual_seed(0)  # 'random' weights must be the same in every process
+            model = open_clip.create_model(name, pretrained=pretrained, device=device)
+        except Exception as exc:
+            raise ModelUnavailableError(
+                f"could not load the weights of {self.spec!r}: {_first_line(exc)}. On a machine "
+                "without internet, download the checkpoint elsewhere and point --model at it: "
+                f"--model openclip:{name}@/path/to/checkpoint"
+            ) from exc
+        model.eval()
+        cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
+        size = cfg.get("size", 224)
+        size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self._image_spec = ImageSpec(
+            size=size,
+            resize=size,
+            interpolation=str(cfg.get("interpolation", "bicubic")),
+            resize_mode=str(cfg.get("resize_mode", "shortest")),
+            mean=tuple(cfg.get("mean", ImageSpec.mean)),
+            std=tuple(cfg.get("std", ImageSpec.std)),
+        )
+        self._tokenizer = open_clip.get_tokenizer(name)
+        with torch.inference_mode():
+            probe = model.encode_text(self._tokenizer(["a"]).to(device))
+        self._dim = int(probe.shape[-1])
+        if device.type == "cpu":
+            model = model.to(memory_format=torch.channels_last)
+        self._model = model
+
+    # --- encoding --------------------------------------------------------------------------
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        from .torchutil import inference, pixels_to_tensor, to_unit_numpy
+
+        self._load()
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = pixels_to_tensor(pixels, self.image_spec, self._torch_device)
+        with inference(self._torch_device):
+            return to_unit_numpy(self._model.encode_image(x))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        from .torchutil import inference, to_unit_numpy
+
+        self._load()
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = self._tokenizer(list(texts)).to(self._torch_device)
+        with inference(self._torch_device):
+            return to_unit_numpy(self._model.encode_text(tokens))
+
+
+def _pick(requested: str) -> Any:
+    from .torchutil import pick_device
+
+    return pick_device(requested)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else exc.__class__.__name__
+
+
+def known_architectures() -> list[dict[str, Any]]:
+    """open_clip architectures with their pretrained tags and embedding dims."""
+    import open_clip
+
+    out = []
+    for name in open_clip.list_models():
+        cfg = open_clip.get_model_config(name) or {}
+        out.append({
+            "arch": name,
+            "tags": list(open_clip.list_pretrained_tags_by_model(name)),
+            "dim": cfg.get("embed_dim"),
+        })
+    return out
+

@@ -1,0 +1,1 @@
+"""Metadata store, FAISS vectors and the index folder."""
