@@ -19,7 +19,9 @@ TINY_CLIP_CONFIG = Path(__file__).parent / "data" / "tiny-clip.json"
 
 
 @pytest.fixture(autouse=True)
-def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+def isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
     """Every test gets its own index home, so no test sees another's (or the user's) indexes."""
     home = tmp_path_factory.mktemp("vlmsearch-home")
     monkeypatch.setenv("VLMSEARCH_HOME", str(home))

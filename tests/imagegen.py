@@ -31,8 +31,9 @@ def make_image(
 ) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     img = picture(colour, size)
-    fmt = fmt or {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
-                  ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF", ".tiff": "TIFF"}[path.suffix.lower()]
+    formats = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
+               ".bmp": "BMP", ".gif": "GIF", ".tif": "TIFF", ".tiff": "TIFF"}
+    fmt = fmt or formats[path.suffix.lower()]
     kwargs: dict = {}
     if orientation is not None:
         exif = Image.Exif()

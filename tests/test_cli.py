@@ -96,10 +96,10 @@ def test_remove_command(colour_tree: Path) -> None:
 
 def test_named_and_explicit_index_locations(colour_tree: Path, tmp_path: Path) -> None:
     run("index", colour_tree, "--model", "fake", "--index", "trip")
-    code, out, _ = run("info", "--index", "trip", "--json")
+    _code, out, _ = run("info", "--index", "trip", "--json")
     assert Path(json.loads(out)["path"]) == Path(os.environ["VLMSEARCH_HOME"]) / "trip"
     run("index", colour_tree, "--model", "fake", "--index-dir", tmp_path / "explicit")
-    code, out, _ = run("info", "--index-dir", tmp_path / "explicit", "--json")
+    _, out, _ = run("info", "--index-dir", tmp_path / "explicit", "--json")
     assert json.loads(out)["images"] == 6
 
 

@@ -41,7 +41,7 @@ def test_exif_orientations_all_come_out_upright() -> None:
         img, size = open_image(data, max_pixels=10**6)
         assert size == (60, 30), orientation
         arr = np.asarray(img)
-        assert arr[15, 5, 0] > 200 and arr[15, 5, 2] < 50, f"orientation {orientation}: left not red"
+        assert arr[15, 5, 0] > 200 and arr[15, 5, 2] < 50, f"{orientation}: left not red"
         assert arr[15, 55, 2] > 200, f"orientation {orientation}: right not blue"
 
 

@@ -6,7 +6,8 @@ Formats read (picked by content, not only by extension):
   ``Flickr8k.token.txt`` style names with a ``#N`` caption number (``x.jpg#0``) are accepted;
 * CSV with a header naming an image column (``image``, ``filename``, ``file_name``, ``image_id``,
   ``path``) and a caption column (``caption``, ``text``, ``sentence``, ``raw``), or two columns;
-* Karpathy-style JSON (``{"images": [{"filename": ..., "split": ..., "sentences": [{"raw": ...}]}]}``).
+* Karpathy-style JSON:
+  ``{"images": [{"filename": ..., "split": ..., "sentences": [{"raw": ...}]}]}``.
 
 A list file names the images of a split, one file name per line.
 """
