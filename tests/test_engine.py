@@ -215,7 +215,7 @@ def test_vectors_match_store_after_many_updates(tmp_path: Path, colour_tree: Pat
                 eng.remove([colour_tree / "extra1.png"])
                 (colour_tree / "extra1.png").unlink()
     with _open(tmp_path) as eng, eng.store.read() as conn:
-        index, _ = eng._refresh("image", conn, verify_ids=True)
+        index, _ = eng._refresh("image", conn, writable=True, reload=True)
         live = np.sort(eng.store.live_ids("image", conn))
         np.testing.assert_array_equal(np.sort(index.ids()), live)
         assert len(live) == 8
@@ -241,3 +241,26 @@ def test_query_sees_changes_committed_by_another_engine(tmp_path: Path, colour_t
         time.sleep(0.01)
         writer.index([colour_tree])
         assert reader.search(text="pink", k=1)[0].path.endswith("new.png")
+
+
+def test_large_collection_switches_to_approximate_index(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    root = tmp_path / "many"
+    for i in range(260):
+        dark = (int(rng.integers(0, 90)), int(rng.integers(0, 200)), int(rng.integers(0, 200)))
+        make_image(root / f"{i:03d}.png", dark, size=(24, 24))
+    make_image(root / "target.png", "pink", size=(24, 24))
+    settings = Settings(exact_search_limit=100)
+    with _open(tmp_path, settings=settings) as eng:
+        eng.index([root])
+        info = eng.info()
+        assert info.index_type.startswith("IVF") and info.images == 261
+        assert eng.manifest.vectors["image"].recall_at_10 is not None
+    with _open(tmp_path, settings=settings) as eng:  # read-only, memory-mapped search
+        assert eng.search(text="pink", k=1)[0].path.endswith("target.png")
+        eng.remove([root / "target.png"])
+        assert all(not h.path.endswith("target.png") for h in eng.search(text="pink", k=5))
+        for p in sorted(root.iterdir())[:220]:
+            p.unlink()
+        eng.index([root])
+        assert eng.info().index_type == "Flat"  # shrank below half the limit: exact again

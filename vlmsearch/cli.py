@@ -377,6 +377,56 @@ def models(json_out: JsonOut = False) -> None:
     _run(body)
 
 
+# --- serve ---------------------------------------------------------------------------------------
+@app.command()
+def serve(
+    index_name: IndexName = None,
+    index_dir: IndexDir = None,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on. The default is only reachable from this machine; "
+        "0.0.0.0 lets others on your network search and view the indexed pictures.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535,
+                                      help="Port to listen on (0: any free port).")] = 8000,
+    allow_indexing: Annotated[bool, typer.Option(
+        "--allow-indexing", help="Add POST /api/index, which indexes paths on this machine "
+        "(off by default: the server is read-only).")] = False,
+    device: Device = "auto",
+) -> None:
+    """Serve a search page and a JSON API for the index (http://127.0.0.1:8000 by default).
+
+    The page searches by words, by a dropped or picked image, or both, and finds more like any
+    result. The API is described at /openapi.json. Stop with Ctrl-C.
+    """
+
+    def body() -> None:
+        from .engine import Engine
+
+        try:
+            from .web.server import is_loopback, run_server
+        except ImportError as exc:
+            raise VlmsearchError(
+                f"`vlmsearch serve` needs FastAPI and uvicorn ({exc.name} is missing); install "
+                "them with: pip install 'vlmsearch[web]'"
+            ) from exc
+        with Engine.open(index_dir, name=index_name, settings=_settings(device=device),
+                         create=False) as eng:
+            _ = eng.encoder.dim  # load the model now, not on the first query
+            info = eng.info()
+
+            def ready(url: str) -> None:
+                typer.echo(f"serving {info.images} images from {eng.path} ({info.model})")
+                if not is_loopback(host):
+                    typer.echo("warning: listening beyond this machine; anyone who can reach "
+                               "it can search and view the indexed pictures", err=True)
+                typer.echo(f"open {url}  (API: {url}openapi.json; Ctrl-C stops)")
+
+            run_server(eng, host=host, port=port, allow_indexing=allow_indexing,
+                       on_ready=ready)
+
+    _run(body)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

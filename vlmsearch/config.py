@@ -43,6 +43,9 @@ class Settings:
     """... and at least every this many seconds, so a crash redoes at most that much."""
     follow_symlinks: bool = True
     """Follow symbolic links to files and folders while walking (loops are detected)."""
+    exact_search_limit: int = 100_000
+    """Collections up to this many vectors are searched exactly; larger ones use an
+    approximate (IVF) index with calibrated recall (see ``vlmsearch.store.vectors``)."""
     extensions: frozenset[str] = field(default=IMAGE_EXTENSIONS)
     """File name extensions (lower case, with dot) that are considered images."""
 

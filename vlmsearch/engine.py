@@ -41,7 +41,7 @@ from .searcher import Hit, TextHit, combine
 from .sources import absolute
 from .store.layout import IndexLayout, Manifest
 from .store.metadata import FileRecord, Kind, MetadataStore, sqlite_url
-from .store.sync import load_synced, save_synced
+from .store.sync import load_synced, rebuild, save_synced
 from .store.vectors import VectorIndex
 
 log = logging.getLogger("vlmsearch")
@@ -218,7 +218,7 @@ class Engine:
         progress = progress or _no_progress
         with self.layout.write_lock():
             with self.store.read() as conn:  # reconcile FAISS with the store before writing
-                self._refresh("image", conn, verify_ids=True)
+                self._refresh("image", conn, writable=True, reload=True)
             indexer = Indexer(self.store, self.encoder, self.settings,
                               on_commit=lambda seq: self._maybe_save("image"))
             report = indexer.run(roots, exclude=exclude, include_hidden=include_hidden,
@@ -396,14 +396,17 @@ class Engine:
 
     # --- FAISS files -----------------------------------------------------------------------
     def _refresh(
-        self, kind: Kind, conn: Any, *, verify_ids: bool = False
+        self, kind: Kind, conn: Any, *, writable: bool = False, reload: bool = False
     ) -> tuple[VectorIndex, int]:
-        """The in-memory FAISS index of ``kind``, brought up to the snapshot ``conn``."""
+        """The FAISS index of ``kind``, brought up to the store snapshot ``conn``. Searches use
+        a memory-mapped read-only copy; writers (``writable``) load it in memory, and a
+        ``reload`` checks every id against the store first."""
         cached = self._vectors.get(kind)
-        if cached is None or verify_ids:
+        if cached is None or reload or (writable and not cached[0].writable):
             self.manifest = self._current_manifest()
             cached = load_synced(self.layout, self.manifest, self.store, kind, conn,
-                                 verify_ids=verify_ids)
+                                 writable=writable,
+                                 exact_limit=self.settings.exact_search_limit)
         else:
             index, seq = cached
             current = self.store.seq(conn)
@@ -422,8 +425,14 @@ class Engine:
             return self.manifest
 
     def _save(self, kind: Kind) -> None:
+        """Write the FAISS file of ``kind`` (rebuilt as another type when the collection has
+        outgrown its current one). Writers only."""
         with self.store.read() as conn:
-            index, seq = self._refresh(kind, conn)
+            index, seq = self._refresh(kind, conn, writable=True)
+            if index.needs_rebuild(self.settings.exact_search_limit):
+                index, seq = rebuild(self.store, kind, self.manifest.dim, conn,
+                                     exact_limit=self.settings.exact_search_limit)
+                self._vectors[kind] = (index, seq)
         save_synced(self.layout, self.manifest, kind, index, seq)
 
     def _maybe_save(self, kind: Kind) -> None:
@@ -435,8 +444,7 @@ class Engine:
             changed = self.store.count_changed_since(kind, saved_seq, conn)
             if changed < max(20_000, saved_count // 10):
                 return
-            index, seq = self._refresh(kind, conn)
-        save_synced(self.layout, self.manifest, kind, index, seq)
+        self._save(kind)
 
 
 def _text_digest(text: str) -> str:

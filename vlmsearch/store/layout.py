@@ -43,6 +43,9 @@ class VectorFileState:
     seq: int = 0
     count: int = 0
     index_type: str = "Flat"
+    nprobe: int = 1
+    recall_at_10: float | None = None
+    """Measured recall@10 against exact search (approximate indexes only)."""
 
 
 @dataclass
@@ -65,7 +68,8 @@ class Manifest:
             "updated": self.updated,
             "vectors": {
                 kind: {"file": VECTOR_FILES[kind], "seq": s.seq, "count": s.count,
-                       "index_type": s.index_type}
+                       "index_type": s.index_type, "nprobe": s.nprobe,
+                       "recall_at_10": s.recall_at_10}
                 for kind, s in sorted(self.vectors.items())
             },
         }
@@ -74,7 +78,8 @@ class Manifest:
     def from_json(cls, data: dict[str, Any]) -> Manifest:
         model = data["model"]
         vectors = {
-            kind: VectorFileState(int(v["seq"]), int(v["count"]), str(v["index_type"]))
+            kind: VectorFileState(int(v["seq"]), int(v["count"]), str(v["index_type"]),
+                                  int(v.get("nprobe", 1)), v.get("recall_at_10"))
             for kind, v in data.get("vectors", {}).items() if kind in VECTOR_FILES
         }
         return cls(

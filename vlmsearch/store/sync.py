@@ -1,11 +1,12 @@
 """Keeping the derived FAISS files in step with the metadata store.
 
-The manifest records, for each FAISS file, the store's change number (``seq``) it reflects.
-Opening loads the file and applies what changed after that number; the application is
-idempotent (every changed id is removed before it is added again), so a crash between writing a
-FAISS file and the manifest, or a reader that sees a newer file than the manifest says, still
-ends with exactly the store's content. If the counts disagree anyway (a damaged or foreign file),
-the index is rebuilt from the store and the repair is logged.
+The manifest records, for each FAISS file, the store's change number (``seq``) it reflects and
+how many vectors it holds. Opening loads the file and applies what changed after that number;
+the application is idempotent (every changed id is removed before it is added again), so a crash
+between writing a FAISS file and the manifest, or a reader that sees a newer file than the
+manifest says, still ends with exactly the store's content. A file that does not match the
+manifest, or (for writers, which check every id) the store, is rebuilt from the store and the
+repair is logged.
 """
 
 from __future__ import annotations
@@ -17,49 +18,55 @@ from sqlalchemy.engine import Connection
 
 from .layout import IndexLayout, Manifest, VectorFileState
 from .metadata import Kind, MetadataStore
-from .vectors import VectorIndex
+from .vectors import EXACT_LIMIT, SearchTuning, VectorIndex
 
 log = logging.getLogger("vlmsearch.store")
 
 
 def load_synced(
     layout: IndexLayout, manifest: Manifest, store: MetadataStore, kind: Kind, conn: Connection,
-    *, verify_ids: bool = False,
+    *, writable: bool, exact_limit: int = EXACT_LIMIT,
 ) -> tuple[VectorIndex, int]:
     """The FAISS index of ``kind`` matching the store snapshot ``conn``, and that snapshot's
-    seq. Counts are always checked; ``verify_ids`` also compares every id (writers do)."""
+    seq. Writable indexes are loaded in memory and checked id by id against the store; read-only
+    ones are memory-mapped and checked by count against the manifest."""
     state = manifest.vectors.get(kind, VectorFileState())
     path = layout.vector_path(kind)
     index: VectorIndex | None = None
-    base_seq = 0
     if path.is_file() and state.seq > 0:
         try:
-            index = VectorIndex.load(path, manifest.dim)
-            base_seq = state.seq
+            index = VectorIndex.load(path, manifest.dim, writable=writable,
+                                     kind=state.index_type,
+                                     tuning=SearchTuning(state.nprobe, state.recall_at_10))
         except Exception as exc:  # a damaged file is rebuilt from the store
             log.warning("%s is unreadable (%s); rebuilding it from the metadata store", path, exc)
+        else:
+            if index.base_count != state.count:
+                log.warning("%s holds %d vectors, the manifest says %d; rebuilding it from the "
+                            "metadata store", path.name, index.base_count, state.count)
+                index = None
     if index is None:
-        index = VectorIndex(manifest.dim)
-        base_seq = 0
-    delta = store.changes_since(kind, base_seq, conn) if base_seq else store.all_vectors(kind, conn)
+        return rebuild(store, kind, manifest.dim, conn, exact_limit=exact_limit)
+    delta = store.changes_since(kind, state.seq, conn)
     index.remove(delta.removed)
     index.add(delta.added_ids, delta.added_vectors)
-    if verify_ids:
+    if writable:
         expected = np.sort(store.live_ids(kind, conn))
-        consistent = np.array_equal(np.sort(index.ids()), expected)
-        expected_count = len(expected)
-    else:
-        expected_count = store.live_count(kind, conn)
-        consistent = index.count == expected_count
-    if not consistent:
-        log.warning(
-            "%s held %d vectors that do not match the store's %d; rebuilt it from the store",
-            path.name, index.count, expected_count,
-        )
-        index = VectorIndex(manifest.dim)
-        full = store.all_vectors(kind, conn)
-        index.add(full.added_ids, full.added_vectors)
+        if not np.array_equal(np.sort(index.ids()), expected):
+            log.warning("%s held %d vectors that do not match the store's %d; rebuilt it from "
+                        "the store", path.name, index.count, len(expected))
+            return rebuild(store, kind, manifest.dim, conn, exact_limit=exact_limit)
     return index, delta.seq
+
+
+def rebuild(
+    store: MetadataStore, kind: Kind, dim: int, conn: Connection, *, exact_limit: int
+) -> tuple[VectorIndex, int]:
+    """A new writable index of every vector in the store snapshot ``conn``."""
+    everything = store.all_vectors(kind, conn)
+    index = VectorIndex.build(dim, everything.added_ids, everything.added_vectors,
+                              exact_limit=exact_limit)
+    return index, everything.seq
 
 
 def save_synced(
@@ -67,5 +74,8 @@ def save_synced(
 ) -> None:
     """Write the FAISS file, then record in the manifest which store state it reflects."""
     index.save(layout.vector_path(kind))
-    manifest.vectors[kind] = VectorFileState(seq=seq, count=index.count, index_type=index.kind)
+    manifest.vectors[kind] = VectorFileState(
+        seq=seq, count=index.count, index_type=index.kind, nprobe=index.tuning.nprobe,
+        recall_at_10=index.tuning.recall_at_10,
+    )
     layout.write_manifest(manifest)

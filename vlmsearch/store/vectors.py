@@ -1,16 +1,29 @@
-"""Where vectors are searched: a small wrapper around one FAISS index with 64-bit ids.
+"""Where vectors are searched: a FAISS index with 64-bit ids (the metadata store's primary keys).
 
-Ids are the metadata store's primary keys. Vectors are unit length and compared by inner product,
-so a score is a cosine similarity in [-1, 1].
+Vectors are unit length and compared by inner product, so a score is a cosine similarity.
 
-The FAISS file is a *derived* copy of the vectors kept in the metadata store (see
-``vlmsearch.store.sync``): it is rewritten atomically, and a crash at any time can leave it stale
-but never wrong.
+The index type follows the collection size:
+
+* up to ``exact_limit`` vectors (default 100,000): exact search, ``IDMap2,Flat``;
+* above it: ``IVF{nlist},SQ8`` (an inverted file over k-means cells with 8-bit scalar codes, a
+  quarter of the memory), trained on the data. Its ``nprobe`` (cells visited per query) is
+  *calibrated* when the index is built: the smallest value whose recall@10 against exact search,
+  measured on a sample of the collection's own vectors, reaches ``TARGET_RECALL``, then doubled
+  as a margin for text queries (which sit in a different region of the space than images).
+  The measured recall is kept with the index.
+
+A :class:`VectorIndex` is either *writable* (loaded in memory; adds and removes change the
+FAISS index) or *read-only* (memory-mapped, so opening is instant and only touched pages cost
+memory; changes go to a small exact overlay and a set of hidden ids, merged at search time).
+The FAISS file is a derived copy of the vectors in the metadata store (see ``store.sync``): it is
+rewritten atomically, and a crash can leave it stale but never wrong.
 """
 
 from __future__ import annotations
 
+import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,67 +33,289 @@ import numpy as np
 from ..errors import StorageError
 from .atomic import replace_atomically
 
-EXACT = "Flat"
+EXACT_LIMIT = 100_000
+TARGET_RECALL = 0.97
+CALIBRATION_QUERIES = 200
+
+
+@dataclass(frozen=True)
+class SearchTuning:
+    """How an approximate index is searched, and the recall measured for it."""
+
+    nprobe: int = 1
+    recall_at_10: float | None = None
+
+
+def _exact(dim: int) -> Any:
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
 
 
 class VectorIndex:
-    """A FAISS ``IndexIDMap2`` of unit vectors under inner product."""
+    """See the module docstring."""
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        base: Any = None,
+        *,
+        writable: bool = True,
+        tuning: SearchTuning | None = None,
+    ) -> None:
         self.dim = dim
-        self._index: Any = (index if index is not None
-                            else faiss.IndexIDMap2(faiss.IndexFlatIP(dim)))
-        if self._index.d != dim:
-            raise ValueError(f"index dimension {self._index.d} != {dim}")
+        self._base = base if base is not None else _exact(dim)
+        if self._base.d != dim:
+            raise ValueError(f"index dimension {self._base.d} != {dim}")
+        self.writable = writable
+        self.tuning = tuning or SearchTuning()
+        self._overlay = _exact(dim)
+        self._hidden: set[int] = set()
+        self._selector: Any = None  # kept alive while FAISS uses it
 
-    # --- reading and writing -------------------------------------------------------------
+    # --- building, reading and writing ------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike[str], dim: int) -> VectorIndex:
-        index = faiss.read_index(os.fspath(path))
-        return cls(dim, index)
+    def build(
+        cls,
+        dim: int,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        exact_limit: int = EXACT_LIMIT,
+        seed: int = 0,
+    ) -> VectorIndex:
+        """A new writable index of the type suited to ``len(ids)`` vectors."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), dim)
+        if len(ids) <= exact_limit:
+            index = cls(dim)
+            index.add(ids, vecs)
+            return index
+        nlist = 2 ** round(math.log2(max(64.0, 4 * math.sqrt(len(ids)))))
+        quantizer = faiss.IndexFlatIP(dim)
+        ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                            faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        sample = vecs[rng.choice(len(vecs), size=min(len(vecs), 40 * nlist), replace=False)]
+        ivf.cp.niter = 12
+        ivf.cp.seed = seed
+        ivf.train(sample)
+        ivf.add_with_ids(vecs, ids)
+        tuning = _calibrate(ivf, ids, vecs, rng)
+        return cls(dim, ivf, tuning=tuning)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], dim: int, *, writable: bool, kind: str = "Flat",
+        tuning: SearchTuning | None = None,
+    ) -> VectorIndex:
+        """Read a FAISS file: into memory when ``writable``, else memory-mapped (FAISS maps
+        flat codes and inverted lists with different flags, so the ``kind`` recorded in the
+        manifest picks the flag)."""
+        if writable:
+            base = faiss.read_index(os.fspath(path))
+        else:
+            flag = faiss.IO_FLAG_MMAP if kind.startswith("IVF") else faiss.IO_FLAG_MMAP_IFC
+            try:
+                base = faiss.read_index(os.fspath(path), flag)
+            except RuntimeError:  # not mappable after all: read it into memory
+                base = faiss.read_index(os.fspath(path))
+        return cls(dim, base, writable=writable, tuning=tuning)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically: a temp file in the same folder, fsync, rename."""
+        if not self.writable:
+            raise RuntimeError("a read-only (memory-mapped) index cannot be saved")
         target = Path(path)
         try:
             with replace_atomically(target) as tmp:
-                faiss.write_index(self._index, os.fspath(tmp))
+                faiss.write_index(self._base, os.fspath(tmp))
         except (OSError, RuntimeError) as exc:
             raise StorageError(
                 f"could not write {target}: {exc}. The previous file is unchanged; "
                 "free some disk space or check the folder's permissions, then run again."
             ) from exc
 
-    # --- contents ------------------------------------------------------------------------
+    # --- contents --------------------------------------------------------------------------
+    @property
+    def base_count(self) -> int:
+        """Vectors in the FAISS index proper (what the file holds)."""
+        return int(self._base.ntotal)
+
     @property
     def count(self) -> int:
-        return int(self._index.ntotal)
+        """Number of live vectors (exact for writable indexes; an upper bound otherwise)."""
+        return int(self._base.ntotal) + int(self._overlay.ntotal)
 
     @property
     def kind(self) -> str:
-        inner = faiss.downcast_index(self._index.index) if hasattr(self._index, "index") else None
-        return type(inner).__name__.removeprefix("Index") if inner is not None else EXACT
+        """A FAISS index-factory style name: ``Flat`` or ``IVF4096,SQ8``."""
+        ivf = _ivf(self._base)
+        if ivf is None:
+            return "Flat"
+        codes = ("SQ8" if isinstance(faiss.downcast_index(ivf), faiss.IndexIVFScalarQuantizer)
+                 else "Flat")
+        return f"IVF{ivf.nlist},{codes}"
 
     def ids(self) -> np.ndarray:
-        return faiss.vector_to_array(self._index.id_map).astype(np.int64)
+        """Every live id (writable indexes only)."""
+        if not self.writable:
+            raise RuntimeError("ids() needs a writable index")
+        ivf = _ivf(self._base)
+        if ivf is None:
+            return faiss.vector_to_array(self._base.id_map).astype(np.int64)
+        invlists = ivf.invlists
+        parts = []
+        for lst in range(ivf.nlist):
+            size = invlists.list_size(lst)
+            if size:
+                parts.append(faiss.rev_swig_ptr(invlists.get_ids(lst), size).copy())
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+
+    def needs_rebuild(self, exact_limit: int = EXACT_LIMIT) -> bool:
+        """True when the collection has outgrown (or shrunk below) the current index type."""
+        ivf = _ivf(self._base)
+        n = self.count
+        if ivf is None:
+            return n > exact_limit
+        # nlist was picked as about 4·sqrt(n): rebuild once n has grown fourfold
+        return n <= exact_limit // 2 or n > ivf.nlist ** 2 // 4
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
         vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
-        self._index.add_with_ids(vecs, np.ascontiguousarray(ids, dtype=np.int64))
+        id_arr = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.writable:
+            self._base.add_with_ids(vecs, id_arr)
+        else:
+            self._overlay.add_with_ids(vecs, id_arr)
 
-    def remove(self, ids: np.ndarray) -> int:
+    def remove(self, ids: np.ndarray) -> None:
         if len(ids) == 0:
-            return 0
-        return int(self._index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
-
-    def reconstruct(self, ident: int) -> np.ndarray:
-        return np.asarray(self._index.reconstruct(int(ident)), dtype=np.float32)
+            return
+        id_arr = np.ascontiguousarray(ids, dtype=np.int64)
+        if self.writable:
+            self._base.remove_ids(id_arr)
+        else:
+            self._overlay.remove_ids(id_arr)
+            self._hidden.update(int(i) for i in id_arr)
+            self._selector = None
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (scores, ids) per query row; missing slots have id -1."""
+        """Top ``k`` (scores, ids) per query row, best first; missing slots have id -1."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        k = max(1, min(k, max(self.count, 1)))
-        scores, ids = self._index.search(q, k)
-        return scores, ids
+        k = max(1, k)
+        scores, ids = self._base.search(q, k, params=self._params())
+        if self._overlay.ntotal == 0:
+            return scores, ids
+        o_scores, o_ids = self._overlay.search(q, k)
+        all_scores = np.concatenate([scores, o_scores], axis=1)
+        all_ids = np.concatenate([ids, o_ids], axis=1)
+        all_scores[all_ids < 0] = -np.inf
+        order = np.argsort(-all_scores, axis=1, kind="stable")[:, :k]
+        return (np.take_along_axis(all_scores, order, axis=1),
+                np.take_along_axis(all_ids, order, axis=1))
+
+    def _params(self) -> Any:
+        if self._hidden and self._selector is None:
+            batch = faiss.IDSelectorBatch(np.fromiter(self._hidden, dtype=np.int64))
+            self._selector = (batch, faiss.IDSelectorNot(batch))
+        sel = self._selector[1] if self._hidden else None
+        if _ivf(self._base) is not None:
+            params = _ivf_params(self.tuning.nprobe)
+        elif sel is None:
+            return None
+        else:
+            params = faiss.SearchParameters()
+        if sel is not None:
+            params.sel = sel
+        return params
+
+
+def _ivf_params(nprobe: int) -> Any:
+    params = faiss.SearchParametersIVF()
+    params.nprobe = nprobe
+    return params
+
+
+def _ivf(index: Any) -> Any:
+    """The IVF index inside ``index``, or None for exact indexes."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _calibrate(
+    ivf: Any, ids: np.ndarray, vecs: np.ndarray, rng: np.random.Generator
+) -> SearchTuning:
+    """Smallest power-of-two nprobe whose recall@10 against exact search reaches
+    TARGET_RECALL, then doubled as a margin.
+
+    The queries are half the collection's own vectors (each one's own match left out) and half
+    midpoints of random pairs of them, which lie between clusters as real queries often do
+    (text vectors sit apart from image vectors)."""
+    n_q = min(CALIBRATION_QUERIES, len(vecs))
+    own_rows = rng.choice(len(vecs), size=n_q // 2, replace=False)
+    pairs = rng.choice(len(vecs), size=(n_q - n_q // 2, 2))
+    mids = vecs[pairs[:, 0]] + vecs[pairs[:, 1]]
+    mids /= np.maximum(np.linalg.norm(mids, axis=1, keepdims=True), 1e-12)
+    queries = np.ascontiguousarray(np.concatenate([vecs[own_rows], mids]), dtype=np.float32)
+    skip = np.concatenate([ids[own_rows], np.full(len(mids), -2, dtype=np.int64)])
+    exact = faiss.IndexFlatIP(vecs.shape[1])
+    exact.add(vecs)
+    _, truth_rows = exact.search(queries, 11)
+    truth = [[i for i in ids[t[t >= 0]] if i != s][:10] for t, s in zip(truth_rows, skip,
+                                                                     strict=True)]
+
+    def recall(nprobe: int) -> float:
+        _, found = ivf.search(queries, 11, params=_ivf_params(nprobe))
+        hits = sum(len(set(want) & set([g for g in got if g != s][:10]))
+                   for got, want, s in zip(found, truth, skip, strict=True))
+        return hits / max(1, sum(len(w) for w in truth))
+
+    nprobe = 1
+    while nprobe < ivf.nlist and recall(nprobe) < TARGET_RECALL:
+        nprobe *= 2
+    final = min(ivf.nlist, nprobe * 2)
+    return SearchTuning(nprobe=final, recall_at_10=round(recall(final), 4))
+
+
+def _ivf_params(nprobe: int) -> Any:
+    params = faiss.SearchParametersIVF()
+    params.nprobe = nprobe
+    return params
+
+
+def _ivf(index: Any) -> Any:
+    """The IVF index inside ``index``, or None for exact indexes."""
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
+        return None
+
+
+def _calibrate(
+    ivf: Any, ids: np.ndarray, vecs: np.ndarray, rng: np.random.Generator
+) -> SearchTuning:
+    """Smallest power-of-two nprobe whose recall@10 against exact search reaches
+    TARGET_RECALL on a sample of the collection's own vectors (each query's own match left out),
+    then doubled as a margin."""
+    rows = rng.choice(len(vecs), size=min(CALIBRATION_QUERIES, len(vecs)), replace=False)
+    queries = vecs[rows]
+    exact = faiss.IndexFlatIP(vecs.shape[1])
+    exact.add(vecs)
+    _, truth_rows = exact.search(queries, 11)
+    truth = [[i for i in ids[t[t >= 0]] if i != ids[r]][:10] for t, r in zip(truth_rows, rows,
+                                                                         strict=True)]
+
+    def recall(nprobe: int) -> float:
+        _, found = ivf.search(queries, 11, params=_ivf_params(nprobe))
+        hits = sum(len(set(want) & set([g for g in got if g != ids[r]][:10]))
+                   for got, want, r in zip(found, truth, rows, strict=True))
+        return hits / max(1, sum(len(w) for w in truth))
+
+    nprobe = 1
+    while nprobe < ivf.nlist and recall(nprobe) < TARGET_RECALL:
+        nprobe *= 2
+    final = min(ivf.nlist, nprobe * 2)
+    return SearchTuning(nprobe=final, recall_at_10=round(recall(final), 4))

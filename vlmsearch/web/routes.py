@@ -1,0 +1,158 @@
+"""The JSON API under ``/api``: thin HTTP wrappers around :class:`SearchService`.
+
+Files are only ever served by id: the id is looked up in the metadata store and the path stored
+there is what is opened. No request parameter is ever used as a path, so there is nothing to
+traverse; a symbolic link is served only because its own path is in the index.
+
+Endpoints are plain ``def`` functions: FastAPI runs them in its thread pool, and the service
+serialises engine access with a lock.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, Request, UploadFile
+from fastapi.responses import FileResponse, Response
+from PIL import Image, UnidentifiedImageError
+
+from ..decode import DecodeError, open_image
+from .schemas import ErrorResponse, IndexRequest, InfoResponse, SearchResponse
+from .service import SearchService, Target
+
+MAX_K = 500
+MAX_ID = 2**63 - 1  # SQLite's largest integer: larger ids cannot exist (and would not bind)
+WEB_FORMATS = {"JPEG": "image/jpeg", "MPO": "image/jpeg", "PNG": "image/png",
+               "GIF": "image/gif", "WEBP": "image/webp", "BMP": "image/bmp"}
+"""Formats every browser shows; others (TIFF, HEIC, ...) are sent converted to JPEG."""
+REVALIDATE = {"Cache-Control": "no-cache"}  # cache, but ask (ETag) whether the file changed
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": text}
+    for code, text in {400: "bad request", 404: "no such image in the index",
+                       413: "upload too large", 422: "invalid parameter or unusable image"}.items()
+}
+
+ImageId = Annotated[int, Path(ge=1, le=MAX_ID, description="an image id from a search result")]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="number of results")]
+TargetParam = Annotated[Target, Query(description="images, or texts added with add-texts")]
+Negative = Annotated[list[str], Query(alias="not", max_length=20,
+                                      description="push results away from this (repeatable)")]
+Like = Annotated[int | None, Query(ge=1, le=MAX_ID,
+                                   description="id of an indexed image: more like this")]
+Q = Annotated[str | None, Query(max_length=1000, description="words to search for")]
+
+
+def build_router(
+    service: SearchService, *, max_upload_bytes: int, allow_indexing: bool = False
+) -> APIRouter:
+    """The ``/api`` routes for ``service``; ``/api/index`` only when ``allow_indexing``."""
+    router = APIRouter(prefix="/api", responses=ERRORS)
+
+    @router.get("/info", response_model=InfoResponse, summary="Index statistics")
+    def info() -> dict[str, Any]:
+        """Counts, model and size of the index: the fields of `vlmsearch info --json`."""
+        return service.info()
+
+    @router.get("/search", response_model=None, summary="Search by text and/or an indexed image",
+                responses={200: {"model": SearchResponse}})
+    def search(q: Q = None, like: Like = None, negative: Negative = [],  # noqa: B006
+               k: K = 10, target: TargetParam = "images") -> dict[str, Any]:
+        """Text → image (`q`), more like an indexed image (`like`), or both; `not` pushes
+        results away from a concept. With `target=texts`, returns added texts instead."""
+        return service.search(text=q, like=like, negative=negative, k=k,
+                              target=target).to_dict()
+
+    @router.post("/search", response_model=None, summary="Search with an uploaded image",
+                 responses={200: {"model": SearchResponse}})
+    def search_upload(
+        image: Annotated[UploadFile | None, File(description="query image (jpg, png, webp, "
+                                                 "...); size-capped")] = None,
+        q: Annotated[str | None, Form(max_length=1000)] = None,
+        like: Annotated[int | None, Form(ge=1, le=MAX_ID)] = None,
+        negative: Annotated[list[str], Form(alias="not", max_length=20)] = [],  # noqa: B006
+        k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+        target: Annotated[Target, Form()] = "images",
+    ) -> dict[str, Any]:
+        """Image → image (or image → text with `target=texts`), optionally combined with words
+        (`q`) and `not` terms, as `multipart/form-data`. Same fields as GET, plus `image`."""
+        data = _read_upload(image, max_upload_bytes) if image is not None else None
+        return service.search(text=q, image=data, like=like, negative=negative, k=k,
+                              target=target).to_dict()
+
+    @router.get("/image/{image_id}", summary="An indexed image, full size",
+                response_class=Response,
+                responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
+    def image(image_id: ImageId) -> Response:
+        """The original file of an indexed image (converted to JPEG when browsers cannot show
+        its format). Only files in the index can be fetched, by id."""
+        record = service.record(image_id)
+        try:
+            os.stat(record.path)
+            with Image.open(record.path) as img:
+                media_type = WEB_FORMATS.get(img.format or "")
+        except UnidentifiedImageError:
+            media_type = None  # maybe HEIC: open_image registers its opener
+        except OSError as exc:
+            raise _unreadable(image_id, exc) from exc
+        if media_type is not None:
+            return FileResponse(record.path, media_type=media_type, headers=REVALIDATE)
+        try:
+            with open(record.path, "rb") as fh:
+                data = fh.read()
+            img, _ = open_image(data, max_pixels=service.engine.settings.max_pixels)
+        except OSError as exc:
+            raise _unreadable(image_id, exc) from exc
+        except DecodeError as exc:
+            raise HTTPException(422, f"image {image_id} cannot be shown: {exc.reason}") from exc
+        out = io.BytesIO()
+        img.save(out, format="JPEG", quality=90)
+        return Response(out.getvalue(), media_type="image/jpeg", headers=REVALIDATE)
+
+    @router.get("/thumb/{image_id}", summary="A thumbnail of an indexed image",
+                response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
+    def thumb(image_id: ImageId) -> Response:
+        """A JPEG thumbnail (longer side 384 px, EXIF orientation applied), made once and
+        cached in the index folder until the file changes."""
+        try:
+            _, thumbnail = service.thumbnail(image_id)
+        except OSError as exc:
+            raise _unreadable(image_id, exc) from exc
+        except DecodeError as exc:
+            raise HTTPException(422, f"image {image_id} cannot be shown: {exc.reason}") from exc
+        if isinstance(thumbnail, bytes):
+            return Response(thumbnail, media_type="image/jpeg", headers=REVALIDATE)
+        return FileResponse(thumbnail, media_type="image/jpeg", headers=REVALIDATE)
+
+    if allow_indexing:
+        @router.post("/index", summary="Index files or folders on the server",
+                     responses={415: {"model": ErrorResponse}})
+        def index(body: IndexRequest, request: Request) -> dict[str, Any]:
+            """Like `vlmsearch index PATHS --json`. Only present when the server was started
+            with `--allow-indexing`. Searches wait until it finishes."""
+            if request.headers.get("content-type", "").split(";")[0].strip() != \
+                    "application/json":
+                # A cross-site HTML form cannot send JSON, so this refuses forged requests.
+                raise HTTPException(415, "send the request as application/json")
+            return service.index(body.paths, body.exclude)
+
+    return router
+
+
+def _read_upload(upload: UploadFile, limit: int) -> bytes:
+    data = upload.file.read(limit + 1)
+    if len(data) > limit:
+        raise HTTPException(413, f"the uploaded image is larger than the limit of "
+                            f"{limit / 1_000_000:.0f} MB; use a smaller one")
+    return data
+
+
+def _unreadable(image_id: int, exc: OSError) -> HTTPException:
+    if isinstance(exc, FileNotFoundError):
+        return HTTPException(404, f"image {image_id} is in the index but its file is gone; "
+                             "run `vlmsearch index` on its folder again")
+    reason = exc.strerror or type(exc).__name__
+    return HTTPException(403 if isinstance(exc, PermissionError) else 404,
+                         f"image {image_id} cannot be read: {reason}")

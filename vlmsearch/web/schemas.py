@@ -1,0 +1,68 @@
+"""Response shapes, for the OpenAPI document only.
+
+The endpoints return plain dicts built by :meth:`Hit.to_dict` / :meth:`TextHit.to_dict` and
+:meth:`IndexInfo.to_dict`, so the JSON is exactly what ``vlmsearch query --json`` and
+``vlmsearch info --json`` print; these models describe it and are not used to filter it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ImageHitModel(BaseModel):
+    """One image result (``vlmsearch query --json``)."""
+
+    rank: int = Field(description="1 for the best result")
+    score: float = Field(description="cosine similarity between the query and the image, in "
+                         "[-1, 1]; higher is closer; comparable within one query")
+    path: str = Field(description="the file's absolute path on the server")
+    id: int = Field(description="the image's id: use it with /api/image, /api/thumb and like=")
+    width: int | None = Field(description="pixel width after EXIF rotation")
+    height: int | None = Field(description="pixel height after EXIF rotation")
+
+
+class TextHitModel(BaseModel):
+    """One text result of an image→text query (``--target texts``)."""
+
+    rank: int
+    score: float
+    text: str
+    id: int
+    source: str | None = Field(description="the file the text was added from")
+
+
+class SearchResponse(BaseModel):
+    results: list[ImageHitModel | TextHitModel] = Field(
+        description="best first; image results for target=images, text results for "
+        "target=texts")
+    count: int = Field(description="len(results)")
+    seconds: float = Field(description="time the server spent answering the query")
+    target: Literal["images", "texts"]
+
+
+class InfoResponse(BaseModel):
+    """What ``vlmsearch info --json`` prints."""
+
+    path: str
+    images: int
+    texts: int
+    failed: int
+    model: str
+    model_id: str
+    dim: int
+    index_type: str
+    bytes: int
+    created: str
+    updated: str
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="what went wrong and how to fix it, for people")
+
+
+class IndexRequest(BaseModel):
+    paths: list[str] = Field(min_length=1, description="files or folders on the server")
+    exclude: list[str] = Field(default_factory=list, description="globs, as --exclude")
