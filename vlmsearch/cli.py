@@ -141,6 +141,9 @@ def index(
     workers: Annotated[Optional[int], typer.Option(
         "--workers", min=0, help="Parallel image decoders (0 = one per CPU core).",
         show_default="0")] = None,
+    checkpoint: Annotated[Optional[int], typer.Option(
+        "--checkpoint", min=1, help="Commit work at least every N images (and every 60 s): "
+        "at most this much is redone after a crash.", show_default="500")] = None,
     reindex: Annotated[bool, typer.Option(
         "--reindex", help="Forget all vectors and re-embed every file (needed to switch an "
         "existing index to another --model).")] = False,
@@ -152,7 +155,8 @@ def index(
         from .engine import Engine
 
         settings = _settings(batch_size=batch_size, device=device, max_pixels=max_pixels,
-                             decode_workers=workers, follow_symlinks=follow_symlinks)
+                             decode_workers=workers, follow_symlinks=follow_symlinks,
+                             checkpoint_images=checkpoint)
         with Engine.open(index_dir, name=index_name, model=model, settings=settings,
                          reindex=reindex) as eng:
             with _progress_bar(True, "Indexing") as progress:
@@ -217,6 +221,11 @@ def query(
                          create=False) as eng:
             hits = eng.search(text=text, image=image, negative=negative or (), k=top_k,
                               target=target)  # type: ignore[arg-type]
+            for term in [text, *(negative or ())]:
+                limit = eng.text_truncation(term) if term else None
+                if limit:
+                    typer.echo(f"note: the query text is longer than the model reads ({limit} "
+                               "tokens); only its beginning was used", err=True)
         if json_out:
             _print_json([h.to_dict() for h in hits])
         elif paths_only:

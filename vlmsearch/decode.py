@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -119,7 +120,7 @@ def open_image(
     try:
         img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"refused: {exc}") from None
+        raise _bomb(exc, max_pixels) from None
     except UnidentifiedImageError:
         raise DecodeError("not an image (unrecognised format)") from None
     except Exception as exc:  # Pillow raises many types for corrupt headers
@@ -148,7 +149,7 @@ def open_image(
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
-        raise DecodeError(f"refused: {exc}") from None
+        raise _bomb(exc, max_pixels) from None
     except MemoryError:
         raise DecodeError("not enough memory to decode this image") from None
     except Exception as exc:
@@ -230,6 +231,16 @@ def decode_file(path: str, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:
     except OSError as exc:
         raise DecodeError(f"could not read file: {exc.strerror or _short(exc)}") from None
     return decode_bytes(data, spec, max_pixels=max_pixels)
+
+
+def _bomb(exc: Exception, max_pixels: int) -> DecodeError:
+    """Pillow's own hard limit (about 179 megapixels) fired before ours could."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    declared = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+    return DecodeError(
+        f"too large: {declared} exceeds the limit of {max_pixels:,} (possible decompression "
+        "bomb; --max-pixels can raise the limit up to Pillow's own 178,956,970)"
+    )
 
 
 def _short(exc: BaseException) -> str:

@@ -132,7 +132,7 @@ class Engine:
                         "the index's own model, use another --index, or add --reindex to "
                         "re-embed every file with the new model"
                     )
-                store = MetadataStore(sqlite_url(layout.database_path), dim=manifest.dim)
+                store = _store(layout, manifest.dim)
                 with layout.write_lock():
                     store.clear_vectors()
                     manifest = Manifest(encoder.spec, encoder.model_id, encoder.dim,
@@ -143,7 +143,7 @@ class Engine:
                 store.dim = manifest.dim
                 log.info("forgot all vectors of %s for the new model %s", layout.root, encoder.spec)
             else:
-                store = MetadataStore(sqlite_url(layout.database_path), dim=manifest.dim)
+                store = _store(layout, manifest.dim)
             return cls(layout, manifest, store, settings=settings, encoder=encoder)
         if not create:
             raise IndexNotFoundError(
@@ -155,11 +155,11 @@ class Engine:
         with layout.write_lock():
             if not layout.exists():
                 manifest = Manifest(encoder.spec, encoder.model_id, dim)
-                store = MetadataStore(sqlite_url(layout.database_path), dim=dim)
+                store = _store(layout, dim)
                 layout.write_manifest(manifest)
             else:  # created by another process meanwhile
                 manifest = layout.read_manifest()
-                store = MetadataStore(sqlite_url(layout.database_path), dim=manifest.dim)
+                store = _store(layout, manifest.dim)
         return cls(layout, manifest, store, settings=settings, encoder=encoder)
 
     @staticmethod
@@ -331,21 +331,19 @@ class Engine:
                     exclude_ids.add(rec.id)
             if index.count == 0:
                 return []
-            scores, ids = index.search(query.reshape(1, -1), k + len(exclude_ids))
+            # over-fetch a little: ids a concurrent writer just removed are dropped below
+            scores, ids = index.search(query.reshape(1, -1), k + len(exclude_ids) + 8)
             pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True)
-                     if i >= 0 and int(i) not in exclude_ids][:k]
+                     if i >= 0 and int(i) not in exclude_ids]
             if kind == "image":
                 recs = self.store.records([i for _, i in pairs], conn)
-                hits: list[Any] = []
-                for score, ident in pairs:
-                    rec = recs.get(ident)
-                    if rec is not None:
-                        hits.append(Hit(len(hits) + 1, score, rec.path, ident, rec.width,
-                                        rec.height))
-                return hits
+                live = [(s, recs[i]) for s, i in pairs if i in recs][:k]
+                return [Hit(n + 1, s, r.path, r.id, r.width, r.height)
+                        for n, (s, r) in enumerate(live)]
             texts = self.store.texts([i for _, i in pairs], conn)
-            return [TextHit(n + 1, score, texts[ident][0], ident, texts[ident][1])
-                    for n, (score, ident) in enumerate(p for p in pairs if p[1] in texts)]
+            found = [(s, i) for s, i in pairs if i in texts][:k]
+            return [TextHit(n + 1, s, texts[i][0], i, texts[i][1])
+                    for n, (s, i) in enumerate(found)]
 
     def _image_query(self, image: ImageInput) -> tuple[np.ndarray, str | None]:
         spec = self.encoder.image_spec
@@ -367,6 +365,15 @@ class Engine:
             where = f" {path}" if path else ""
             raise ImageError(f"the query image{where} cannot be used: {exc.reason}") from exc
         return self.encoder.encode_images(decoded.pixels[None])[0], path
+
+    def text_truncation(self, text: str) -> int | None:
+        """The model's text length limit in tokens when ``text`` exceeds it (and was therefore
+        cut), else None."""
+        limit = getattr(self.encoder, "text_token_limit", None)
+        count = getattr(self.encoder, "count_text_tokens", None)
+        if limit is None or count is None:
+            return None
+        return int(limit) if count(text) > limit else None
 
     def info(self) -> IndexInfo:
         counts = self.store.counts()
@@ -445,6 +452,12 @@ class Engine:
             if changed < max(20_000, saved_count // 10):
                 return
         self._save(kind)
+
+
+def _store(layout: IndexLayout, dim: int) -> MetadataStore:
+    """The index's metadata store; read-only when this process cannot write to its folder."""
+    writable = os.access(layout.root, os.W_OK) or not layout.database_path.exists()
+    return MetadataStore(sqlite_url(layout.database_path, read_only=not writable), dim=dim)
 
 
 def _text_digest(text: str) -> str:

@@ -59,6 +59,8 @@ def combine(
     """The query vector for some positive and negative unit vectors (see module docstring)."""
     if not positives:
         raise UsageError("a query needs text, an image, or both (--not alone is not a query)")
+    if any(not np.any(p) for p in positives):
+        raise UsageError("this model found nothing to go on in the query; use some words")
     q = l2_normalize(np.mean([l2_normalize(p.reshape(1, -1))[0] for p in positives], axis=0))
     for neg in negatives:
         q = q - NEGATIVE_WEIGHT * l2_normalize(neg.reshape(1, -1))[0]

@@ -81,11 +81,13 @@ class FakeEncoder:
         out = np.zeros((len(texts), self._dim), dtype=np.float32)
         n_col = len(COLOURS)
         for i, text in enumerate(texts):
-            for word in _WORD_RE.findall(text.lower()):
+            words = _WORD_RE.findall(text.lower()) or text.split()  # punctuation: still a query
+            for word in words:
                 if word in COLOURS:
                     out[i, _NAMES.index(word)] += 1.0
                 else:
-                    digest = hashlib.blake2b(word.encode(), digest_size=4).digest()
+                    digest = hashlib.blake2b(word.encode("utf-8", "surrogatepass"),
+                                             digest_size=4).digest()
                     slot = n_col + int.from_bytes(digest, "little") % (self._dim - n_col)
                     out[i, slot] += 0.1
         return l2_normalize(out)

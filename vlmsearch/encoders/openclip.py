@@ -214,6 +214,20 @@ class OpenClipEncoder:
             model = model.to(memory_format=torch.channels_last)
         self._model = model
 
+    @property
+    def text_token_limit(self) -> int:
+        self._load()
+        return int(getattr(self._tokenizer, "context_length", 77))
+
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens ``text`` needs, with start and end markers (truncation happens beyond
+        :attr:`text_token_limit`)."""
+        self._load()
+        encode = getattr(self._tokenizer, "encode", None)
+        if encode is None:
+            return 0
+        return len(encode(text)) + 2
+
     # --- encoding --------------------------------------------------------------------------
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         from .torchutil import inference, pixels_to_tensor, to_unit_numpy

@@ -180,7 +180,13 @@ MIGRATIONS = {1: _migrate_to_1}
 """Numbered schema steps; step N upgrades a database at version N-1 to version N."""
 
 
-def sqlite_url(path: str | os.PathLike[str]) -> str:
+def sqlite_url(path: str | os.PathLike[str], *, read_only: bool = False) -> str:
+    """SQLAlchemy URL of a SQLite file. ``read_only`` opens it immutable, for index folders
+    this process cannot write (SQLite could not even create its WAL index there)."""
+    if read_only:
+        from urllib.parse import quote
+
+        return f"sqlite:///file:{quote(os.fspath(path))}?mode=ro&immutable=1&uri=true"
     return f"sqlite:///{os.fspath(path)}"
 
 
@@ -190,6 +196,7 @@ class MetadataStore:
     def __init__(self, url: str, *, dim: int) -> None:
         self.url = url
         self.dim = dim
+        self.read_only = "mode=ro" in url
         self.engine: Engine = sa.create_engine(url, future=True)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
@@ -226,6 +233,11 @@ class MetadataStore:
                         sa.select(META.c.value).where(META.c.key == "schema_version")
                     ).scalar_one_or_none()
                     version = int(row) if row is not None else 0
+                if self.read_only and version < SCHEMA_VERSION:
+                    raise IndexFormatError(
+                        f"this index uses an older metadata schema ({version}) and its folder is "
+                        "read-only; open it once from an account that can write to it"
+                    )
                 if version > SCHEMA_VERSION:
                     raise IndexFormatError(
                         f"this index uses metadata schema {version}, newer than this vlmsearch "

@@ -30,21 +30,29 @@ def load_synced(
     """The FAISS index of ``kind`` matching the store snapshot ``conn``, and that snapshot's
     seq. Writable indexes are loaded in memory and checked id by id against the store; read-only
     ones are memory-mapped and checked by count against the manifest."""
-    state = manifest.vectors.get(kind, VectorFileState())
     path = layout.vector_path(kind)
     index: VectorIndex | None = None
-    if path.is_file() and state.seq > 0:
+    state = manifest.vectors.get(kind, VectorFileState())
+    # Two tries: a writer may replace the file between our reading the manifest and the file.
+    for attempt in range(2):
+        state = manifest.vectors.get(kind, VectorFileState())
+        if not (path.is_file() and state.seq > 0):
+            break
         try:
             index = VectorIndex.load(path, manifest.dim, writable=writable,
                                      kind=state.index_type,
                                      tuning=SearchTuning(state.nprobe, state.recall_at_10))
         except Exception as exc:  # a damaged file is rebuilt from the store
             log.warning("%s is unreadable (%s); rebuilding it from the metadata store", path, exc)
+            break
+        if index.base_count == state.count:
+            break
+        index = None
+        if attempt == 0:
+            manifest = layout.read_manifest()
         else:
-            if index.base_count != state.count:
-                log.warning("%s holds %d vectors, the manifest says %d; rebuilding it from the "
-                            "metadata store", path.name, index.base_count, state.count)
-                index = None
+            log.warning("%s does not match the manifest; rebuilding it from the metadata store",
+                        path.name)
     if index is None:
         return rebuild(store, kind, manifest.dim, conn, exact_limit=exact_limit)
     delta = store.changes_since(kind, state.seq, conn)
