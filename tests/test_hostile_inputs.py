@@ -156,7 +156,7 @@ def test_file_deleted_between_listing_and_reading(tmp_path: Path,
         assert eng.info().images == 2 and not eng.failed()
 
 
-# --- queries -------------------------------------------------------------------------------------
+# --- queries ----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     base = tmp_path_factory.mktemp("q")
@@ -220,7 +220,7 @@ def test_long_query_is_truncated_with_a_note(tiny_clip_spec: str, tmp_path: Path
     assert "note: the query text is longer than the model reads (77 tokens)" in result.stderr
 
 
-# --- disk full and read-only folders ---------------------------------------------------------------
+# --- disk full and read-only folders ----------------------------------------------------------
 def _mount_tmpfs(path: Path, size: str) -> bool:
     path.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
