@@ -85,12 +85,11 @@ def build_router(
     @router.get("/image/{image_id}", summary="An indexed image, full size",
                 response_class=Response,
                 responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})
-    def image(image_id: ImageId) -> Response:
+    def image(image_id: ImageId, request: Request) -> Response:
         """The original file of an indexed image (converted to JPEG when browsers cannot show
         its format). Only files in the index can be fetched, by id."""
         record = service.record(image_id)
         try:
-            os.stat(record.path)
             with Image.open(record.path) as img:
                 media_type = WEB_FORMATS.get(img.format or "")
         except UnidentifiedImageError:
@@ -98,22 +97,25 @@ def build_router(
         except OSError as exc:
             raise _unreadable(image_id, exc) from exc
         if media_type is not None:
-            return FileResponse(record.path, media_type=media_type, headers=REVALIDATE)
+            try:
+                return _file(record.path, media_type, request)
+            except OSError as exc:
+                raise _unreadable(image_id, exc) from exc
         try:
             with open(record.path, "rb") as fh:
                 data = fh.read()
-            img, _ = open_image(data, max_pixels=service.engine.settings.max_pixels)
+            upright, _ = open_image(data, max_pixels=service.engine.settings.max_pixels)
         except OSError as exc:
             raise _unreadable(image_id, exc) from exc
         except DecodeError as exc:
             raise HTTPException(422, f"image {image_id} cannot be shown: {exc.reason}") from exc
         out = io.BytesIO()
-        img.save(out, format="JPEG", quality=90)
+        upright.save(out, format="JPEG", quality=90)
         return Response(out.getvalue(), media_type="image/jpeg", headers=REVALIDATE)
 
     @router.get("/thumb/{image_id}", summary="A thumbnail of an indexed image",
                 response_class=Response, responses={200: {"content": {"image/jpeg": {}}}})
-    def thumb(image_id: ImageId) -> Response:
+    def thumb(image_id: ImageId, request: Request) -> Response:
         """A JPEG thumbnail (longer side 384 px, EXIF orientation applied), made once and
         cached in the index folder until the file changes."""
         try:
@@ -124,7 +126,10 @@ def build_router(
             raise HTTPException(422, f"image {image_id} cannot be shown: {exc.reason}") from exc
         if isinstance(thumbnail, bytes):
             return Response(thumbnail, media_type="image/jpeg", headers=REVALIDATE)
-        return FileResponse(thumbnail, media_type="image/jpeg", headers=REVALIDATE)
+        try:
+            return _file(os.fspath(thumbnail), "image/jpeg", request)
+        except OSError as exc:  # replaced meanwhile by a newer version: ask again
+            raise HTTPException(503, "the thumbnail changed while it was sent; retry") from exc
 
     if allow_indexing:
         @router.post("/index", summary="Index files or folders on the server",
@@ -139,6 +144,17 @@ def build_router(
             return service.index(body.paths, body.exclude)
 
     return router
+
+
+def _file(path: str, media_type: str, request: Request) -> Response:
+    """The file at ``path``, or 304 when the browser's copy (``If-None-Match``) is current."""
+    response = FileResponse(path, media_type=media_type, headers=REVALIDATE,
+                            stat_result=os.stat(path))
+    etag = response.headers.get("etag")
+    wanted = request.headers.get("if-none-match", "")
+    if etag and etag in {tag.strip().removeprefix("W/") for tag in wanted.split(",")}:
+        return Response(status_code=304, headers={"etag": etag, **REVALIDATE})
+    return response
 
 
 def _read_upload(upload: UploadFile, limit: int) -> bytes:
