@@ -1,0 +1,280 @@
+"""The search page in a real browser: Debian's chromium driven by Playwright, against a real
+``vlmsearch serve`` process on 127.0.0.1, over generated colourful pictures and the fake
+colour encoder (the words "red", "green", ... find pictures of that colour).
+
+Also makes the README's screenshot: ``VLMSEARCH_SCREENSHOT=docs/screenshot.png python -m pytest
+tests/test_web_browser.py -k screenshot`` (without the variable it goes to a temp folder).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import subprocess
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image, ImageDraw
+
+from tests.test_web_api import start_server
+from vlmsearch import Engine
+from vlmsearch.encoders.fake import COLOURS
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not at "
+                       f"{CHROMIUM} (apt-get install chromium; .ci/run installs it)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api",
+                               reason="Playwright is not installed (pip install -e '.[dev]')")
+
+SCENES = {
+    "red": ["poppies", "lantern", "barn", "kite"],
+    "orange": ["sunset", "pumpkins", "dunes"],
+    "yellow": ["sunflowers", "taxi", "lemons"],
+    "green": ["meadow", "forest", "fern"],
+    "blue": ["lake", "harbour", "glacier"],
+    "purple": ["lavender", "dusk", "iris"],
+    "pink": ["blossom", "flamingo"],
+    "gray": ["city", "rain"],
+    "white": ["snowfield"],
+    "black": ["night"],
+}
+CAPTIONS = ["a red barn in the evening", "an orange sunset over the dunes",
+            "a field of yellow sunflowers", "a green meadow", "a blue lake under the sky",
+            "purple lavender"]
+
+
+def _mix(rgb: tuple[int, int, int], other: tuple[int, int, int], t: float) -> tuple[int, ...]:
+    return tuple(round(a + (b - a) * t) for a, b in zip(rgb, other, strict=True))
+
+
+def scene(colour: str, seed: int, size: tuple[int, int]) -> Image.Image:
+    """A small landscape-like picture whose mean colour stays close to ``colour``: a gradient
+    sky, a sun, hills and a few dots, all tints and shades of the one colour."""
+    rng = random.Random(seed)
+    base = COLOURS[colour]
+    w, h = size
+    img = Image.new("RGB", size)
+    draw = ImageDraw.Draw(img)
+    top, bottom = _mix(base, (255, 255, 255), 0.22), _mix(base, (0, 0, 0), 0.12)
+    for y in range(h):
+        draw.line([(0, y), (w, y)], fill=_mix(top, bottom, y / h))  # type: ignore[arg-type]
+    r = rng.randint(h // 10, h // 6)
+    cx, cy = rng.randint(r, w - r), rng.randint(r, h // 2)
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=_mix(base, (255, 255, 255), 0.45))
+    for layer in range(2):
+        shade = _mix(base, (0, 0, 0), 0.18 + 0.14 * layer)
+        y0 = int(h * (0.55 + 0.15 * layer))
+        points = [(0, h)] + [(x, y0 + rng.randint(-h // 9, h // 9))
+                             for x in range(0, w + w // 6, w // 6)] + [(w, h)]
+        draw.polygon(points, fill=shade)
+    for _ in range(rng.randint(3, 9)):
+        x, y, d = rng.randint(0, w), rng.randint(0, h), rng.randint(3, w // 28 + 4)
+        draw.ellipse((x, y, x + d, y + d), fill=_mix(base, (255, 255, 255), 0.3))
+    return img
+
+
+def make_gallery(root: Path) -> None:
+    for colour, names in SCENES.items():
+        for i, name in enumerate(names):
+            portrait = (i + len(colour)) % 3 == 0
+            size = (360, 480) if portrait else (480, 360)
+            ext = ".png" if i % 2 else ".jpg"
+            sub = root / ("2024" if i % 2 else "holidays")
+            sub.mkdir(parents=True, exist_ok=True)
+            img = scene(colour, zlib.crc32(name.encode()), size)
+            if i == 0 and colour == "orange":  # stored sideways with an EXIF rotation tag
+                exif = Image.Exif()
+                exif[0x0112] = 6
+                img.transpose(Image.Transpose.ROTATE_90).save(sub / f"{colour}-{name}{ext}",
+                                                              exif=exif, quality=92)
+                continue
+            img.save(sub / f"{colour}-{name}{ext}", **({"quality": 92} if ext == ".jpg" else {}))
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("gallery")
+    make_gallery(root)
+    index = tmp_path_factory.mktemp("web-index") / "index"
+    with Engine.open(index, model="fake") as eng:
+        report = eng.index([root])
+        assert report.added == sum(len(v) for v in SCENES.values())
+        eng.add_texts(CAPTIONS, source="captions.txt")
+    env_home = os.environ.get("VLMSEARCH_HOME")
+    proc, url = start_server(index, "--port", "0")
+    try:
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        assert env_home == os.environ.get("VLMSEARCH_HOME")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: str) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    page.on("request", lambda req: None if req.url.startswith((server, "blob:", "data:"))
+            else problems.append(f"request outside the server: {req.url}"))
+    page.goto(server)
+    yield page
+    context.close()
+    assert not problems, problems
+
+
+def card_names(page: Any) -> list[str]:
+    return [n.strip() for n in page.locator(".card .name").all_inner_texts()]
+
+
+def search_for(page: Any, text: str) -> None:
+    page.fill("#q", text)
+    page.press("#q", "Enter")
+
+
+def wait_for_first(page: Any, pattern: str) -> None:
+    sync_api.expect(page.locator(".card .name").first).to_have_text(re.compile(pattern))
+
+
+def thumbnails_loaded(page: Any) -> None:
+    page.wait_for_function("() => [...document.querySelectorAll('.card img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)")
+
+
+def test_text_query_then_more_like_this(page: Any, server: str) -> None:
+    total = sum(len(names) for names in SCENES.values())
+    sync_api.expect(page.locator("#stats")).to_contain_text(f"{total} images")
+    search_for(page, "green")
+    wait_for_first(page, r"^green-")
+    assert [n.split("-")[0] for n in card_names(page)[:3]] == ["green"] * 3
+    status = page.locator("#status")
+    sync_api.expect(status).to_contain_text(re.compile(r"24 results in \d+\.\d+ s"))
+    thumbnails_loaded(page)
+
+    # "More like this" on a purple picture: purple ones come first, the picture itself is gone
+    purple = page.locator(".card", has=page.locator(".name", has_text="purple-dusk"))
+    purple_id = purple.get_attribute("data-id")
+    purple.locator(".like").click()
+    wait_for_first(page, r"^purple-")
+    names = card_names(page)
+    assert "purple-dusk.png" not in names
+    assert [n.split("-")[0] for n in names[:2]] == ["purple", "purple"]
+    sync_api.expect(page.locator("#chip")).to_be_visible()
+    sync_api.expect(page.locator("#chip-label")).to_have_text("like purple-dusk.png")
+    assert f"like={purple_id}" in page.url
+    assert page.input_value("#q") == ""
+
+    # Back returns to the text query
+    page.go_back()
+    wait_for_first(page, r"^green-")
+    sync_api.expect(page.locator("#chip")).to_be_hidden()
+
+
+def test_clicking_a_result_opens_the_full_image(page: Any) -> None:
+    search_for(page, "orange")
+    wait_for_first(page, r"^orange-")
+    thumbnails_loaded(page)
+    # the sideways-stored photo has an upright (portrait) thumbnail
+    portrait = page.locator(".card", has=page.locator(".name", has_text="orange-sunset"))
+    size = portrait.locator("img").evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    assert size[1] > size[0], size
+    ident = portrait.get_attribute("data-id")
+    portrait.locator(".thumb").click()
+    viewer = page.locator("#viewer")
+    sync_api.expect(viewer).to_be_visible()
+    sync_api.expect(page.locator("#viewer-img")).to_have_attribute("src", f"/api/image/{ident}")
+    page.wait_for_function("() => document.getElementById('viewer-img').naturalWidth > 0")
+    sync_api.expect(page.locator("#viewer-caption")).to_contain_text("orange-sunset.jpg")
+    page.keyboard.press("ArrowRight")
+    sync_api.expect(page.locator("#viewer-img")).not_to_have_attribute("src",
+                                                                       f"/api/image/{ident}")
+    page.keyboard.press("Escape")
+    sync_api.expect(viewer).to_be_hidden()
+
+
+def test_upload_through_the_file_picker_and_combine_with_words(
+    page: Any, tmp_path: Path
+) -> None:
+    query = tmp_path / "my blue photo.png"
+    scene("blue", 99, (300, 200)).save(query)
+    page.set_input_files("#file", str(query))
+    wait_for_first(page, r"^blue-")
+    assert [n.split("-")[0] for n in card_names(page)[:3]] == ["blue"] * 3
+    sync_api.expect(page.locator("#chip-label")).to_have_text("my blue photo.png")
+
+    # add words to the uploaded picture: blue + yellow pictures lead
+    search_for(page, "yellow")
+    page.wait_for_function(
+        "() => { const n = [...document.querySelectorAll('.card .name')].slice(0, 6)"
+        ".map(e => e.textContent.split('-')[0]); "
+        "return n.includes('yellow') && n.includes('blue'); }")
+    leaders = {n.split("-")[0] for n in card_names(page)[:6]}
+    assert leaders == {"blue", "yellow"}
+
+    # removing the picture leaves a plain text query
+    page.click("#chip-clear")
+    sync_api.expect(page.locator("#chip")).to_be_hidden()
+    page.press("#q", "Enter")
+    wait_for_first(page, r"^yellow-")
+
+
+def test_image_to_captions(page: Any, tmp_path: Path) -> None:
+    sync_api.expect(page.locator("#stats")).to_contain_text(f"{len(CAPTIONS)} captions")
+    page.select_option("#target", "texts")
+    query = tmp_path / "lake.jpg"
+    scene("blue", 7, (320, 240)).save(query)
+    page.set_input_files("#file", str(query))
+    first = page.locator("#texts li .text").first
+    sync_api.expect(first).to_have_text("a blue lake under the sky")
+    sync_api.expect(page.locator("#status")).to_contain_text(f"{len(CAPTIONS)} captions in")
+    assert page.locator(".card").count() == 0
+
+
+def test_errors_are_shown_on_the_page(page: Any) -> None:
+    page.set_input_files("#file", files=[{"name": "fake.png", "mimeType": "image/png",
+                                          "buffer": b"this is not a picture"}])
+    error = page.locator("#error")
+    sync_api.expect(error).to_be_visible()
+    sync_api.expect(error).to_contain_text("not an image")
+    page.click("#chip-clear")
+    page.fill("#q", "")
+    page.click("#go")
+    sync_api.expect(error).to_contain_text("Type some words")
+    search_for(page, "red")
+    wait_for_first(page, r"^red-")
+    sync_api.expect(error).to_be_hidden()
+
+
+def test_screenshot(page: Any, tmp_path: Path) -> None:
+    target = Path(os.environ.get("VLMSEARCH_SCREENSHOT") or tmp_path / "screenshot.png")
+    search_for(page, "orange sunset")
+    wait_for_first(page, r"^orange-")
+    thumbnails_loaded(page)
+    page.mouse.move(0, 0)
+    page.screenshot(path=str(target), full_page=False)
+    with Image.open(target) as shot:
+        assert shot.size == (1280, 860)
