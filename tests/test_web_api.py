@@ -159,6 +159,10 @@ def test_image_to_text_over_added_texts(client: TestClient, engine: Engine) -> N
                                              "target": "texts", "k": 1}).json()
     assert like["results"][0]["text"] == "the blue sky"
     assert client.get("/api/info").json()["texts"] == 3
+    for ident in ids_by_name(engine).values():  # no text is lost to an image's id
+        if client.get(f"/api/image/{ident}").status_code == 200:
+            r = client.get("/api/search", params={"like": ident, "target": "texts", "k": 10})
+            assert r.json()["count"] == 3, ident
 
 
 def test_info_has_the_fields_of_cli_info_json(client: TestClient, engine: Engine) -> None:
@@ -285,6 +289,15 @@ def test_images_and_thumbnails_are_served_by_id(client: TestClient, engine: Engi
     thumb = client.get(f"/api/thumb/{ids['blue sky.jpg']}")
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(thumb.content)).format == "JPEG"
+
+
+def test_formats_browsers_cannot_show_are_sent_as_jpeg(tmp_path: Path) -> None:
+    tiff = make_image(tmp_path / "scans" / "scan.tif", "blue", size=(60, 90))
+    with Engine.open(tmp_path / "index", model="fake") as eng:
+        eng.index([tiff.parent])
+        r = TestClient(create_app(eng)).get(f"/api/image/{ids_by_name(eng)['scan.tif']}")
+    assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(r.content)).size == (60, 90)
 
 
 def _path_of(engine: Engine, ident: int) -> Path:

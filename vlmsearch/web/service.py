@@ -102,7 +102,10 @@ class SearchService:
         negative = [n for n in negative if n.strip()]
         negatives = list(self.engine.encoder.encode_texts(negative)) if negative else []
         query = combine(positives, negatives)
-        return self.engine.search_vector(query, k=k, target=target, exclude_path=record.path)
+        # Leave the picture out of its own image results. Not for texts: search_vector would
+        # drop the *text* whose id happens to equal the image's id.
+        exclude = record.path if target == "images" else None
+        return self.engine.search_vector(query, k=k, target=target, exclude_path=exclude)
 
     def info(self) -> dict[str, Any]:
         """The same fields as ``vlmsearch info --json``."""
