@@ -84,10 +84,18 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path) -> None:
     rng = random.Random(1234)
     committed = [0]
     mid_run_kills = 0
-    for _ in range(KILLS):
+    for n in range(KILLS):
         proc = subprocess.Popen(_index_cmd(root, index, "--checkpoint", "10"),
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 3.0))
+        if n % 2:  # at a random moment: start-up, decoding, committing, saving, exiting
+            time.sleep(rng.uniform(0.1, 3.0))
+        else:  # once the run is visibly under way, plus a random delay (machines differ)
+            target = committed[-1] + rng.randint(1, N_IMAGES // 3)
+            deadline = time.time() + 60
+            while (_committed(index) < min(target, N_IMAGES - 1) and proc.poll() is None
+                   and time.time() < deadline):
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.2))
         finished = proc.poll() is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -112,8 +120,9 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path: Path) -> None:
         query = paths[17]
         hits = eng.search(image=query.read_bytes(), k=1)
         assert hits[0].path == str(query) and hits[0].score > 0.999
-    (tmp_path / "kills.json").write_text(json.dumps({"kills": KILLS, "mid_run": mid_run_kills,
-                                                     "committed": committed}))
+    print(json.dumps({"kills": KILLS, "mid_run_kills": mid_run_kills,
+                      "committed_after_each_kill": committed,
+                      "final_run_encoded": report["encoded"], "images": N_IMAGES}))
 
 
 def test_sigint_leaves_a_clean_resumable_index(tmp_path: Path) -> None:

@@ -154,6 +154,9 @@ def test_image_to_text(tmp_path: Path, colour_tree: Path) -> None:
         assert (again.added, again.existing) == (1, 1)
         hits = eng.search(image=colour_tree / "holiday" / "blue sky.jpg", target="texts", k=2)
         assert hits[0].text == "a blue sky"
+        # an indexed query image excludes itself from image results only, never a text
+        all_texts = eng.search(image=colour_tree / "red.jpg", target="texts", k=10)
+        assert len(all_texts) == 4
         assert eng.info().texts == 4
         assert eng.clear_texts() == 4
         assert eng.search(image=colour_tree / "red.jpg", target="texts") == []
