@@ -40,7 +40,7 @@ from .indexer import Indexer, IndexReport, ProgressCallback, _no_progress
 from .searcher import Hit, TextHit, combine
 from .sources import absolute
 from .store.layout import IndexLayout, Manifest
-from .store.metadata import FileRecord, Kind, MetadataStore, sqlite_url
+from .store.metadata import FileRecord, Kind, MetadataStore, public_url, sqlite_url
 from .store.sync import load_synced, rebuild, save_synced
 from .store.vectors import VectorIndex
 
@@ -108,6 +108,7 @@ class Engine:
         settings: Settings | None = None,
         create: bool = True,
         reindex: bool = False,
+        db: str | None = None,
     ) -> Engine:
         """Open the index in ``index_dir`` (or the named index in the index home).
 
@@ -118,12 +119,18 @@ class Engine:
         :data:`~vlmsearch.config.DEFAULT_MODEL`.
 
         ``create``: make the index if it does not exist (else :class:`IndexNotFoundError`).
+
+        ``db``: a SQLAlchemy URL (``postgresql+psycopg://USER@HOST:PORT/DBNAME``) to keep a new
+        index's metadata in that (empty) database instead of the folder's meta.sqlite. The
+        folder records the URL without its password; later opens use it unchanged, with the
+        password from ``PGPASSWORD`` or ``~/.pgpass`` (or from ``db`` given again).
         """
         settings = settings or Settings()
         layout = IndexLayout(index_dir_for(name, index_dir))
         encoder = cls._make_encoder(model, settings) if model is not None else None
         if layout.exists():
             manifest = layout.read_manifest()
+            database = _database_for(layout, manifest, db)
             if encoder is not None and encoder.model_id != manifest.model_id:
                 if not reindex:
                     raise ModelMismatchError(
@@ -132,18 +139,18 @@ class Engine:
                         "the index's own model, use another --index, or add --reindex to "
                         "re-embed every file with the new model"
                     )
-                store = _store(layout, manifest.dim)
+                store = _store(layout, manifest.dim, database)
                 with layout.write_lock():
                     store.clear_vectors()
                     manifest = Manifest(encoder.spec, encoder.model_id, encoder.dim,
-                                        created=manifest.created)
+                                        created=manifest.created, database=manifest.database)
                     layout.write_manifest(manifest)
                     for kind in ("image", "text"):
                         layout.vector_path(kind).unlink(missing_ok=True)
                 store.dim = manifest.dim
                 log.info("forgot all vectors of %s for the new model %s", layout.root, encoder.spec)
             else:
-                store = _store(layout, manifest.dim)
+                store = _store(layout, manifest.dim, database)
             return cls(layout, manifest, store, settings=settings, encoder=encoder)
         if not create:
             raise IndexNotFoundError(
@@ -154,12 +161,15 @@ class Engine:
         dim = encoder.dim  # loads the model: fail before creating anything on disk
         with layout.write_lock():
             if not layout.exists():
-                manifest = Manifest(encoder.spec, encoder.model_id, dim)
-                store = _store(layout, dim)
+                manifest = Manifest(encoder.spec, encoder.model_id, dim,
+                                    database=public_url(db) if db else None)
+                store = _store(layout, dim, db)
+                if db:
+                    _check_empty(store)
                 layout.write_manifest(manifest)
             else:  # created by another process meanwhile
                 manifest = layout.read_manifest()
-                store = _store(layout, manifest.dim)
+                store = _store(layout, manifest.dim, _database_for(layout, manifest, db))
         return cls(layout, manifest, store, settings=settings, encoder=encoder)
 
     @staticmethod
@@ -454,10 +464,37 @@ class Engine:
         self._save(kind)
 
 
-def _store(layout: IndexLayout, dim: int) -> MetadataStore:
-    """The index's metadata store; read-only when this process cannot write to its folder."""
+def _store(layout: IndexLayout, dim: int, database: str | None = None) -> MetadataStore:
+    """The index's metadata store: ``database`` when given, else the folder's meta.sqlite
+    (read-only when this process cannot write to the folder)."""
+    if database:
+        return MetadataStore(database, dim=dim)
     writable = os.access(layout.root, os.W_OK) or not layout.database_path.exists()
     return MetadataStore(sqlite_url(layout.database_path, read_only=not writable), dim=dim)
+
+
+def _database_for(layout: IndexLayout, manifest: Manifest, db: str | None) -> str | None:
+    """The database URL to open an existing index with: the one it records (``db`` may repeat
+    it, with a password), never another one."""
+    if db is None or (manifest.database and public_url(db) == manifest.database):
+        return db or manifest.database
+    recorded = manifest.database or f"SQLite ({layout.database_path})"
+    raise UsageError(
+        f"the index at {layout.root} keeps its metadata in {recorded}, not {public_url(db)}; "
+        "leave out --db to use the index's own database, or use another --index-dir"
+    )
+
+
+def _check_empty(store: MetadataStore) -> None:
+    """A new index needs a database of its own: two index folders sharing one would undo each
+    other's work."""
+    with store.read() as conn:
+        used = store.seq(conn) > 0 or store.live_count("image", conn) > 0
+    if used:
+        raise UsageError(
+            f"the database {public_url(store.url)} already holds a vlmsearch index; give each "
+            "index its own empty database (createdb NAME), or open the existing index's folder"
+        )
 
 
 def _text_digest(text: str) -> str:

@@ -1,8 +1,10 @@
 """The index directory: one folder = one index.
 
 ```
-manifest.json     format version, model (spec, id, dim), metric, per-kind FAISS state
-meta.sqlite       metadata and vectors: the source of truth (see store.metadata)
+manifest.json     format version, model (spec, id, dim), metric, per-kind FAISS state, and
+                  "database" when the metadata lives in PostgreSQL (its URL, no password)
+meta.sqlite       metadata and vectors: the source of truth (see store.metadata); absent
+                  when "database" names another database
 images.faiss      FAISS index of image vectors, derived from meta.sqlite
 texts.faiss       FAISS index of text vectors, derived from meta.sqlite
 write.lock        held (flock) by the one process allowed to write
@@ -25,7 +27,10 @@ from typing import Any
 from ..errors import IndexFormatError, IndexLockedError, IndexNotFoundError, StorageError
 from .atomic import write_json_atomically
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest format this version reads. Indexes whose metadata is in SQLite are still written
+as format 1 (older versions read them); format 2 adds ``database``, which an older version
+would ignore and then open an empty meta.sqlite instead, so it must refuse them."""
 MANIFEST = "manifest.json"
 DATABASE = "meta.sqlite"
 LOCK = "write.lock"
@@ -54,14 +59,16 @@ class Manifest:
     model_id: str
     dim: int
     metric: str = "inner_product"
-    format: int = FORMAT_VERSION
+    format: int = 1
     created: str = field(default_factory=_now)
     updated: str = field(default_factory=_now)
     vectors: dict[str, VectorFileState] = field(default_factory=dict)
+    database: str | None = None
+    """SQLAlchemy URL (without password) of the metadata database; None: meta.sqlite."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "format": self.format,
+        data: dict[str, Any] = {
+            "format": max(self.format, 2) if self.database else self.format,
             "model": {"spec": self.model_spec, "id": self.model_id, "dim": self.dim},
             "metric": self.metric,
             "created": self.created,
@@ -73,6 +80,9 @@ class Manifest:
                 for kind, s in sorted(self.vectors.items())
             },
         }
+        if self.database:
+            data["database"] = self.database
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Manifest:
@@ -86,7 +96,7 @@ class Manifest:
             model_spec=str(model["spec"]), model_id=str(model["id"]), dim=int(model["dim"]),
             metric=str(data.get("metric", "inner_product")), format=int(data["format"]),
             created=str(data.get("created", "")), updated=str(data.get("updated", "")),
-            vectors=vectors,
+            vectors=vectors, database=data.get("database") or None,
         )
 
 

@@ -1,4 +1,5 @@
-"""Where metadata (and the vectors themselves) are kept: SQLAlchemy 2.0 over SQLite.
+"""Where metadata (and the vectors themselves) are kept: SQLAlchemy 2.0 over SQLite (default)
+or PostgreSQL (``--db postgresql+psycopg://...``, for collections indexed by a cluster).
 
 The metadata store is the single source of truth of an index. It holds every file with its size,
 mtime, content digest, size in pixels, status and error; the vector of every distinct content
@@ -9,7 +10,9 @@ file records the number it reflects, so bringing it up to date is "apply what ch
 that number" (see ``vlmsearch.store.sync``).
 
 SQLite runs in WAL mode with explicit ``BEGIN``, so readers see a consistent snapshot while one
-writer commits, and a crash loses at most the transaction in progress.
+writer commits, and a crash loses at most the transaction in progress. PostgreSQL runs every
+transaction at REPEATABLE READ for the same snapshot guarantee; its ids come from sequences
+(64-bit there), which never hand out an id twice, like SQLite's AUTOINCREMENT.
 """
 
 from __future__ import annotations
@@ -29,10 +32,13 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-from ..errors import IndexFormatError, StorageError
+from ..errors import IndexFormatError, StorageError, UsageError
 
 SCHEMA_VERSION = 1
 Kind = Literal["image", "text"]
+# 64-bit ids on PostgreSQL (a billion-image index with churn outgrows 2**31); SQLite keeps
+# INTEGER PRIMARY KEY, its 64-bit rowid, which AUTOINCREMENT needs.
+_Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 class FsPath(TypeDecorator[str]):
@@ -64,7 +70,7 @@ class FileRow(Base):
 
     __tablename__ = "files"
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
     path: Mapped[str] = mapped_column(FsPath, unique=True)
     size: Mapped[int] = mapped_column(sa.BigInteger)
     mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
@@ -90,7 +96,7 @@ class TextRow(Base):
 
     __tablename__ = "texts"
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
     digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
     text: Mapped[str] = mapped_column(sa.Text)
     source: Mapped[str | None] = mapped_column(sa.Text)
@@ -102,7 +108,7 @@ class Tombstone(Base):
     """A deleted id, so a stale FAISS file can drop it."""
 
     __tablename__ = "tombstones"
-    rowid: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    rowid: Mapped[int] = mapped_column(_Id, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(sa.String(8))
     item_id: Mapped[int] = mapped_column(sa.BigInteger)
     seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
@@ -190,6 +196,20 @@ def sqlite_url(path: str | os.PathLike[str], *, read_only: bool = False) -> str:
     return f"sqlite:///{os.fspath(path)}"
 
 
+def public_url(url: str) -> str:
+    """``url`` without its password (what an index folder records; libpq reads the password
+    from ``PGPASSWORD`` or ``~/.pgpass``)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise UsageError(
+            f"invalid database URL {url!r}: use postgresql+psycopg://USER@HOST:PORT/DBNAME"
+        ) from exc
+    bare = sa.engine.URL.create(parsed.drivername, username=parsed.username, host=parsed.host,
+                                port=parsed.port, database=parsed.database, query=parsed.query)
+    return bare.render_as_string(hide_password=False)
+
+
 class MetadataStore:
     """Metadata and vectors of one index. Thread-compatible: use from one thread at a time."""
 
@@ -197,10 +217,15 @@ class MetadataStore:
         self.url = url
         self.dim = dim
         self.read_only = "mode=ro" in url
-        self.engine: Engine = sa.create_engine(url, future=True)
+        self.engine: Engine = _create_engine(url)
         if self.engine.dialect.name == "sqlite":
             _configure_sqlite(self.engine)
         self._migrate()
+
+    @property
+    def dialect(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return str(self.engine.dialect.name)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -221,7 +246,7 @@ class MetadataStore:
                 conn.execute(sa.update(META).where(META.c.key == "seq").values(value=str(seq)))
                 yield conn, seq
         except sa.exc.OperationalError as exc:
-            raise _storage_error(exc) from exc
+            raise _storage_error(exc, self.url) from exc
 
     def _migrate(self) -> None:
         try:
@@ -250,7 +275,7 @@ class MetadataStore:
                 if version == 0:
                     _set_meta(conn, "seq", "0")
         except sa.exc.OperationalError as exc:
-            raise _storage_error(exc) from exc
+            raise _storage_error(exc, self.url) from exc
 
     # --- reading ---------------------------------------------------------------------------
     def seq(self, conn: Connection | None = None) -> int:
@@ -561,6 +586,24 @@ class MetadataStore:
 
 
 # --- helpers -----------------------------------------------------------------------------------
+def _create_engine(url: str) -> Engine:
+    if not url.startswith("postgresql"):
+        return sa.create_engine(url, future=True)
+    try:
+        # REPEATABLE READ: one snapshot per transaction, as SQLite's BEGIN gives readers.
+        return sa.create_engine(url, future=True, isolation_level="REPEATABLE READ",
+                                pool_pre_ping=True)
+    except ModuleNotFoundError as exc:
+        raise UsageError(
+            f"PostgreSQL needs the {exc.name} package: pip install 'vlmsearch[scale]'"
+        ) from exc
+    except sa.exc.NoSuchModuleError as exc:
+        raise UsageError(
+            f"unsupported database URL {public_url(url)!r}: use "
+            "postgresql+psycopg://USER@HOST:PORT/DBNAME (and pip install 'vlmsearch[scale]')"
+        ) from exc
+
+
 def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -638,8 +681,15 @@ def _maybe(store: MetadataStore, conn: Connection | None) -> Iterator[Connection
             yield c
 
 
-def _storage_error(exc: sa.exc.OperationalError) -> StorageError:
+def _storage_error(exc: sa.exc.OperationalError, url: str = "") -> StorageError:
     text = str(exc.orig) if exc.orig is not None else str(exc)
+    if url.startswith("postgresql"):
+        where = public_url(url)
+        return StorageError(
+            f"could not use the PostgreSQL database {where} ({' '.join(text.split())}); check "
+            "that the server runs and accepts connections from here, that the database exists "
+            "(createdb NAME) and that the password is in PGPASSWORD or ~/.pgpass"
+        )
     if "readonly" in text or "read-only" in text:
         hint = "the index folder is read-only: make it writable or use another --index-dir"
     elif "disk" in text and "full" in text:
