@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,18 +90,36 @@ class VectorIndex:
             index = cls(dim)
             index.add(ids, vecs)
             return index
-        nlist = 2 ** round(math.log2(max(64.0, 4 * math.sqrt(len(ids)))))
-        quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
-                                            faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(seed)
-        sample = vecs[rng.choice(len(vecs), size=min(len(vecs), 40 * nlist), replace=False)]
-        ivf.cp.niter = 12
-        ivf.cp.seed = seed
-        ivf.train(sample)
-        ivf.add_with_ids(vecs, ids)
-        tuning = _calibrate(ivf, ids, vecs, rng)
-        return cls(dim, ivf, tuning=tuning)
+        trained = train_ivf(vecs, seed=seed)
+        return cls.from_shards(dim, trained, [fill_shard(trained, ids, vecs)], ids, vecs,
+                               seed=seed)
+
+    @classmethod
+    def from_shards(
+        cls,
+        dim: int,
+        trained: Any,
+        shards: Iterable[Any],
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        *,
+        seed: int = 0,
+    ) -> VectorIndex:
+        """An approximate index merged from ``shards``: each an empty clone of ``trained`` (see
+        :func:`train_ivf`) filled by :func:`fill_shard` with part of the collection, possibly
+        on another machine. Shards are merged into a clone of ``trained`` (and emptied) one at
+        a time, so a caller may pass a generator that receives them as they are finished.
+        ``ids``/``vectors`` (the whole collection) calibrate nprobe, as :meth:`build` does: the
+        result equals :meth:`build`'s up to the order of entries within a cell."""
+        merged = faiss.clone_index(trained)
+        for shard in shards:
+            merged.merge_from(shard, 0)
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), dim)
+        if merged.ntotal != len(ids):
+            raise ValueError(f"the shards hold {merged.ntotal} vectors, expected {len(ids)}")
+        tuning = _calibrate(merged, ids, vecs, np.random.default_rng(seed + 1))
+        return cls(dim, merged, tuning=tuning)
 
     @classmethod
     def load(
@@ -229,6 +248,35 @@ class VectorIndex:
         if sel is not None:
             params.sel = sel
         return params
+
+
+def train_ivf(vectors: np.ndarray, *, n_total: int | None = None, seed: int = 0) -> Any:
+    """An empty ``IVF{nlist},SQ8`` index for a collection of ``n_total`` vectors (default: as
+    many as given), its k-means cells and 8-bit code ranges trained on a sample of
+    ``vectors``. Clone it (:func:`fill_shard`) to fill shards that :meth:`VectorIndex.
+    from_shards` merges."""
+    vecs = np.ascontiguousarray(vectors, dtype=np.float32)
+    n = n_total if n_total is not None else len(vecs)
+    dim = vecs.shape[1]
+    nlist = 2 ** round(math.log2(max(64.0, 4 * math.sqrt(n))))
+    quantizer = faiss.IndexFlatIP(dim)
+    ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit,
+                                        faiss.METRIC_INNER_PRODUCT)
+    rng = np.random.default_rng(seed)
+    sample = vecs[rng.choice(len(vecs), size=min(len(vecs), 40 * nlist), replace=False)]
+    ivf.cp.niter = 12
+    ivf.cp.seed = seed
+    ivf.train(sample)
+    return ivf
+
+
+def fill_shard(trained: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
+    """A clone of the trained, empty ``trained`` index holding ``vectors`` under ``ids``."""
+    shard = faiss.clone_index(trained)
+    if len(ids):
+        shard.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32),
+                           np.ascontiguousarray(ids, dtype=np.int64))
+    return shard
 
 
 def _ivf_params(nprobe: int) -> Any:
