@@ -51,7 +51,7 @@ def test_index_exports_text_side_and_queries_skip_torch(tiny_clip_spec: str,
         texts = ["a red square", "something else entirely", "x" * 2000]
         torch_vecs = eng.encoder.encode_texts(texts)
     fast = load_cached(model_id)
-    assert fast is not None and (cache_folder(model_id) / "text.onnx").is_file()
+    assert fast is not None and (cache_folder(model_id) / "text.ort").is_file()
     np.testing.assert_allclose(fast.encode_texts(texts), torch_vecs, atol=2e-5)
     assert fast.count_text_tokens("x " * 100) > fast.text_token_limit == 77
     # a fresh process answers a text query without importing torch, same results

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import html
 import importlib.util
+import pickle
 from functools import lru_cache
 from pathlib import Path
 
@@ -39,24 +40,38 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, [chr(c) for c in cs], strict=True))
 
 
+def _parse_vocab(
+    path: Path, special: list[str]
+) -> tuple[dict[str, int], dict[tuple[str, ...], int]]:
+    with gzip.open(path) as fh:
+        merges_text = fh.read().decode("utf-8").split("\n")
+    merges = [tuple(m.split()) for m in merges_text[1:49152 - 256 - 2 + 1]]
+    vocab = list(_bytes_to_unicode().values())
+    vocab = vocab + [v + "</w>" for v in vocab]
+    vocab.extend("".join(m) for m in merges)
+    vocab.extend(special)
+    return {tok: i for i, tok in enumerate(vocab)}, {m: i for i, m in enumerate(merges)}
+
+
 class ClipTokenizer:
     """``tokenize(texts) -> int64 array N×context_length``, identical to open_clip's
     ``SimpleTokenizer`` with the default ``lower`` cleaning."""
 
-    def __init__(self, vocab_file: Path | None = None, context_length: int = 77) -> None:
+    def __init__(self, vocab_file: Path | None = None, context_length: int = 77,
+                 cache_file: Path | None = None) -> None:
+        """``cache_file``: where to keep the parsed vocabulary (a pickle written by this class),
+        so later instances skip parsing 49k merges."""
         import regex
 
-        path = vocab_file or open_clip_vocab()
-        with gzip.open(path) as fh:
-            merges_text = fh.read().decode("utf-8").split("\n")
-        merges = [tuple(m.split()) for m in merges_text[1:49152 - 256 - 2 + 1]]
-        vocab = list(_bytes_to_unicode().values())
-        vocab = vocab + [v + "</w>" for v in vocab]
-        vocab.extend("".join(m) for m in merges)
         special = ["<start_of_text>", "<end_of_text>"]
-        vocab.extend(special)
-        self.encoder = {tok: i for i, tok in enumerate(vocab)}
-        self.bpe_ranks = {m: i for i, m in enumerate(merges)}
+        if cache_file is not None and cache_file.is_file():
+            with open(cache_file, "rb") as fh:
+                self.encoder, self.bpe_ranks = pickle.load(fh)
+        else:
+            self.encoder, self.bpe_ranks = _parse_vocab(vocab_file or open_clip_vocab(), special)
+            if cache_file is not None:
+                with open(cache_file, "wb") as fh:
+                    pickle.dump((self.encoder, self.bpe_ranks), fh, protocol=5)
         self.cache: dict[str, str] = {t: t for t in special}
         self.pat = regex.compile(
             "|".join(special)

@@ -30,8 +30,10 @@ from ..config import index_home
 log = logging.getLogger("vlmsearch.onnx")
 
 MODEL_FILE = "text.onnx"
+RUNTIME_FILE = "text.ort"
 META_FILE = "meta.json"
-FORMAT = 1
+TOKENIZER_CACHE = "tokenizer.pkl"
+FORMAT = 2
 
 
 def cache_folder(model_id: str) -> Path:
@@ -58,14 +60,17 @@ class OnnxTextEncoder:
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
-        self._session = ort.InferenceSession(str(folder / MODEL_FILE), options,
+        # the ORT-format file is already optimised and loads without copying its buffer
+        options.add_session_config_entry("session.use_ort_model_bytes_directly", "1")
+        self._session = ort.InferenceSession(str(folder / RUNTIME_FILE), options,
                                              providers=["CPUExecutionProvider"])
         tok = meta["tokenizer"]
         self._kind = tok["kind"]
         if self._kind == "clip-bpe":
             from .clip_tokenizer import ClipTokenizer
 
-            self._clip = ClipTokenizer(context_length=int(tok["context_length"]))
+            self._clip = ClipTokenizer(context_length=int(tok["context_length"]),
+                                       cache_file=folder / TOKENIZER_CACHE)
             self.text_token_limit = int(tok["context_length"])
         elif self._kind == "hf-tokenizers":
             from tokenizers import Tokenizer
@@ -141,7 +146,12 @@ def export_cached(encoder: Any) -> Path | None:
         tokenizer = export(tmp)
         if tokenizer is None:
             return None
-        _optimize(tmp / MODEL_FILE)
+        _to_runtime_format(tmp / MODEL_FILE, tmp / RUNTIME_FILE)
+        (tmp / MODEL_FILE).unlink()
+        if tokenizer["kind"] == "clip-bpe":
+            from .clip_tokenizer import ClipTokenizer
+
+            ClipTokenizer(cache_file=tmp / TOKENIZER_CACHE)  # writes the parsed vocabulary
         meta = {"format": FORMAT, "model_id": model_id, "spec": encoder.spec,
                 "dim": encoder.dim, "tokenizer": tokenizer}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
@@ -158,24 +168,24 @@ def export_cached(encoder: Any) -> Path | None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _optimize(path: Path) -> None:
-    """Let ONNX Runtime optimise the graph once, so sessions load it without re-optimising."""
+def _to_runtime_format(source: Path, target: Path) -> None:
+    """Optimise the graph once and save it in ONNX Runtime's own format, which sessions load
+    several times faster than ``.onnx`` protobuf (no parsing, no re-optimising)."""
     import onnxruntime as ort
 
-    optimized = path.with_suffix(".opt.onnx")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    options.optimized_model_filepath = str(optimized)
-    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    os.replace(optimized, path)
+    options.optimized_model_filepath = str(target)
+    options.add_session_config_entry("session.save_model_format", "ORT")
+    ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
 
 
 def export_module(module: Any, example: tuple[Any, ...], input_names: list[str],
                   path: Path, dynamic_axes: dict[str, dict[int, str]]) -> None:
     """``torch.onnx.export`` with the settings both backends need (single file, opset 17)."""
-    import torch
-
     import warnings
+
+    import torch
 
     module.eval()
     with torch.no_grad(), warnings.catch_warnings():
