@@ -147,21 +147,53 @@ def index(
     reindex: Annotated[bool, typer.Option(
         "--reindex", help="Forget all vectors and re-embed every file (needed to switch an "
         "existing index to another --model).")] = False,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local: this process (decoder threads + one model). ray: decode and "
+        "embed on a Ray cluster (pip install 'vlmsearch[scale]'; see docs/scale.md).")
+    ] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(
+        "--ray-address", help="With --engine ray: auto (the cluster this machine belongs to), "
+        "HOST:PORT of a head node, or ray://HOST:10001 (Ray Client). Default: a private Ray "
+        "instance on this machine.")] = None,
+    ray_workers: Annotated[int, typer.Option(
+        "--ray-workers", min=0, help="With --engine ray: encoder actors (0 = one per GPU with "
+        "--gpus-per-worker, else one per 2 cluster CPUs).")] = 0,
+    gpus_per_worker: Annotated[float, typer.Option(
+        "--gpus-per-worker", min=0, help="With --engine ray: GPUs per encoder actor (0 = CPU "
+        "actors; >0 also moves decoding to separate CPU tasks).")] = 0.0,
+    db: Annotated[Optional[str], typer.Option(
+        "--db", help="For a new index: keep its metadata in this database instead of the "
+        "folder's SQLite file, e.g. postgresql+psycopg://USER@HOST:5432/DBNAME (password from "
+        "PGPASSWORD or ~/.pgpass). Recorded in the index folder, so later commands need no "
+        "--db.")] = None,
     json_out: JsonOut = False,
 ) -> None:
     """Index images under PATHS: new and changed files are embedded, deleted ones dropped."""
 
     def body() -> None:
         from .engine import Engine
+        from .errors import UsageError
 
+        if engine not in ("local", "ray"):
+            raise UsageError(f"unknown --engine {engine!r}: use local or ray")
+        ray_given = ray_address is not None or ray_workers or gpus_per_worker
+        if engine == "local" and ray_given:
+            raise UsageError("--ray-address, --ray-workers and --gpus-per-worker need "
+                             "--engine ray")
+        ray_options = None
+        if engine == "ray":
+            from .distributed.options import RayOptions
+
+            ray_options = RayOptions(address=ray_address, workers=ray_workers,
+                                     gpus_per_worker=gpus_per_worker)
         settings = _settings(batch_size=batch_size, device=device, max_pixels=max_pixels,
                              decode_workers=workers, follow_symlinks=follow_symlinks,
                              checkpoint_images=checkpoint)
         with Engine.open(index_dir, name=index_name, model=model, settings=settings,
-                         reindex=reindex) as eng:
+                         reindex=reindex, db=db) as eng:
             with _progress_bar(True, "Indexing") as progress:
                 report = eng.index(paths, exclude=exclude or (), include_hidden=include_hidden,
-                                   progress=progress)
+                                   progress=progress, engine=engine, ray=ray_options)  # type: ignore[arg-type]
             if json_out:
                 data = report.to_dict()
                 data["index"] = str(eng.path)

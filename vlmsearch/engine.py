@@ -15,6 +15,7 @@ and is the only thing the CLI and the web layer talk to. It never prints or exit
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -22,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -41,8 +42,11 @@ from .searcher import Hit, TextHit, combine
 from .sources import absolute
 from .store.layout import IndexLayout, Manifest
 from .store.metadata import FileRecord, Kind, MetadataStore, public_url, sqlite_url
-from .store.sync import load_synced, rebuild, save_synced
+from .store.sync import Rebuilder, load_synced, rebuild, save_synced
 from .store.vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from .distributed.options import RayOptions
 
 log = logging.getLogger("vlmsearch")
 
@@ -219,21 +223,40 @@ class Engine:
         exclude: Iterable[str] = (),
         include_hidden: bool = False,
         progress: ProgressCallback | None = None,
+        engine: Literal["local", "ray"] = "local",
+        ray: RayOptions | None = None,
     ) -> IndexReport:
         """Add new and changed images under ``paths``, drop deleted ones (see
-        :mod:`vlmsearch.indexer` for the rules). Holds the index's write lock throughout."""
+        :mod:`vlmsearch.indexer` for the rules). Holds the index's write lock throughout.
+
+        ``engine="ray"`` (or ``ray`` options) decodes and embeds on a Ray cluster, with the same
+        rules and report; this process stays the only writer (see :mod:`vlmsearch.distributed`).
+        """
         roots = [absolute(p) for p in paths]
         if not roots:
             raise UsageError("give at least one file or folder to index")
+        if engine not in ("local", "ray"):
+            raise UsageError(f"unknown indexing engine {engine!r}: use local or ray")
         progress = progress or _no_progress
         with self.layout.write_lock():
             with self.store.read() as conn:  # reconcile FAISS with the store before writing
                 self._refresh("image", conn, writable=True, reload=True)
-            indexer = Indexer(self.store, self.encoder, self.settings,
-                              on_commit=lambda seq: self._maybe_save("image"))
-            report = indexer.run(roots, exclude=exclude, include_hidden=include_hidden,
-                                 progress=progress)
-            self._save("image")
+            rebuilder: Rebuilder = rebuild
+            session: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            indexer: Indexer
+            if engine == "ray" or ray is not None:
+                from .distributed.indexer import RayIndexer
+
+                indexer = RayIndexer(self.store, self.encoder, self.settings, options=ray,
+                                     on_commit=lambda seq: self._maybe_save("image", rebuilder))
+                rebuilder, session = indexer.rebuild, indexer.session()
+            else:
+                indexer = Indexer(self.store, self.encoder, self.settings,
+                                  on_commit=lambda seq: self._maybe_save("image"))
+            with session:
+                report = indexer.run(roots, exclude=exclude, include_hidden=include_hidden,
+                                     progress=progress)
+                self._save("image", rebuilder)
         return report
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
@@ -441,18 +464,18 @@ class Engine:
         except IndexNotFoundError:
             return self.manifest
 
-    def _save(self, kind: Kind) -> None:
-        """Write the FAISS file of ``kind`` (rebuilt as another type when the collection has
-        outgrown its current one). Writers only."""
+    def _save(self, kind: Kind, rebuilder: Rebuilder = rebuild) -> None:
+        """Write the FAISS file of ``kind`` (rebuilt as another type, by ``rebuilder``, when
+        the collection has outgrown its current one). Writers only."""
         with self.store.read() as conn:
             index, seq = self._refresh(kind, conn, writable=True)
             if index.needs_rebuild(self.settings.exact_search_limit):
-                index, seq = rebuild(self.store, kind, self.manifest.dim, conn,
-                                     exact_limit=self.settings.exact_search_limit)
+                index, seq = rebuilder(self.store, kind, self.manifest.dim, conn,
+                                       exact_limit=self.settings.exact_search_limit)
                 self._vectors[kind] = (index, seq)
         save_synced(self.layout, self.manifest, kind, index, seq)
 
-    def _maybe_save(self, kind: Kind) -> None:
+    def _maybe_save(self, kind: Kind, rebuilder: Rebuilder = rebuild) -> None:
         """During long runs, rewrite the FAISS file once enough has changed that readers
         would spend noticeable time catching up from the store."""
         state = self.manifest.vectors.get(kind)
@@ -461,7 +484,7 @@ class Engine:
             changed = self.store.count_changed_since(kind, saved_seq, conn)
             if changed < max(20_000, saved_count // 10):
                 return
-        self._save(kind)
+        self._save(kind, rebuilder)
 
 
 def _store(layout: IndexLayout, dim: int, database: str | None = None) -> MetadataStore:

@@ -12,6 +12,7 @@ repair is logged.
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 import numpy as np
 from sqlalchemy.engine import Connection
@@ -65,6 +66,15 @@ def load_synced(
                         "the store", path.name, index.count, len(expected))
             return rebuild(store, kind, manifest.dim, conn, exact_limit=exact_limit)
     return index, delta.seq
+
+
+class Rebuilder(Protocol):
+    """Builds a new index of every vector in a store snapshot (:func:`rebuild`, or the Ray
+    engine's sharded build)."""
+
+    def __call__(
+        self, store: MetadataStore, kind: Kind, dim: int, conn: Connection, *, exact_limit: int
+    ) -> tuple[VectorIndex, int]: ...
 
 
 def rebuild(
