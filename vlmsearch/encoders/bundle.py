@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -183,10 +184,97 @@ def load_bundle_encoder(spec: str, body: str, *, device: str = "auto") -> Bundle
     return BundleEncoder(spec, folder, device=device)
 
 
-# --- the encoder ---------------------------------------------------------------------------------
+# --- the towers and the encoder -----------------------------------------------------------------
+class Towers:
+    """The frozen towers a bundle config names, loaded lazily (a text query never loads the
+    image tower). Used by :class:`BundleEncoder` and by training, before any head exists."""
+
+    def __init__(self, image_tower: dict[str, Any], text_tower: dict[str, Any], *,
+                 device: str = "auto") -> None:
+        self.image_config = image_tower
+        self.text_config = text_tower
+        self._device_request = device
+        self._torch_device: Any = None
+        self._image: Any = None
+        self._text: Any = None
+
+    @property
+    def image_spec(self) -> ImageSpec:
+        spec = self.image_config.get("image_spec")
+        if spec:
+            return ImageSpec(size=int(spec["size"]), resize=int(spec["resize"]),
+                             interpolation=str(spec["interpolation"]),
+                             mean=tuple(spec["mean"]), std=tuple(spec["std"]))
+        from .towers import MOBILENET_SPEC
+
+        return MOBILENET_SPEC
+
+    @property
+    def image_tower_id(self) -> str:
+        """Names the image tower's weights and input (feature caches are keyed by it)."""
+        cfg = self.image_config
+        spec = self.image_spec
+        weights = str(cfg.get("weights", {}).get("sha256", "?"))[:16]
+        return (f"{cfg.get('type')}:{weights}:tf{int(cfg.get('tf_padding', True))}:"
+                f"{spec.size}/{spec.resize}/{spec.interpolation}/{spec.resize_mode}")
+
+    @property
+    def text_tower_id(self) -> str:
+        cfg = self.text_config
+        source = cfg.get("package") or cfg.get("path")
+        return f"{cfg.get('type')}:{source}:{cfg.get('max_tokens', 128)}"
+
+    def device(self) -> Any:
+        if self._torch_device is None:
+            from .torchutil import pick_device
+
+            self._torch_device = pick_device(self._device_request)
+        return self._torch_device
+
+    def image_tower(self) -> Any:
+        if self._image is None:
+            cfg = self.image_config
+            if cfg.get("type") != "torchvision:mobilenet_v2":
+                raise ModelSpecError(f"unknown image tower {cfg.get('type')!r}")
+            from .towers import MobileNetV2Tower
+
+            path = find_weights(cfg["weights"])
+            self._image = MobileNetV2Tower(path, tf_padding=cfg.get("tf_padding", True))
+            self._image.to(self.device())
+        return self._image
+
+    def text_tower(self) -> Any:
+        if self._text is None:
+            cfg = self.text_config
+            if cfg.get("type") != "sentence-transformers":
+                raise ModelSpecError(f"unknown text tower {cfg.get('type')!r}")
+            from .towers import SentenceTransformerTower
+
+            self._text = SentenceTransformerTower(find_text_model(cfg),
+                                                  max_tokens=int(cfg.get("max_tokens", 128)))
+            self._text.to(self.device())
+        return self._text
+
+    def image_features(self, pixels: np.ndarray) -> Any:
+        """The image tower's feature map for a batch of model-ready pixels."""
+        from .torchutil import inference, pixels_to_tensor
+
+        device = self.device()
+        x = pixels_to_tensor(pixels, self.image_spec, device)
+        with inference(device):
+            return self.image_tower()(x).float()
+
+    def text_features(self, texts: Sequence[str]) -> Any:
+        from .torchutil import inference
+
+        device = self.device()
+        tower = self.text_tower()
+        with inference(device):
+            return tower(tower.tokenize(list(texts), device))
+
+
 class BundleEncoder:
-    """Towers + fusion head as an :class:`~vlmsearch.encoders.base.Encoder`. Loads lazily; the
-    text and image halves load separately (a text query never loads the image tower)."""
+    """Towers + fusion head as an :class:`~vlmsearch.encoders.base.Encoder`."""
 
     def __init__(self, spec: str, folder: Path, *, device: str = "auto") -> None:
         self.spec = spec
@@ -194,11 +282,9 @@ class BundleEncoder:
         self.config = read_config(folder)
         if not (folder / HEAD_FILE).is_file():
             raise ModelUnavailableError(f"the bundle {folder} has no {HEAD_FILE}")
-        self._device_request = device
-        self._torch_device: Any = None
+        self.towers = Towers(self.config["image_tower"], self.config["text_tower"],
+                             device=device)
         self._head: Any = None
-        self._image_tower: Any = None
-        self._text_tower: Any = None
 
     @property
     def model_id(self) -> str:
@@ -211,36 +297,20 @@ class BundleEncoder:
 
     @property
     def image_spec(self) -> ImageSpec:
-        tower = self.config["image_tower"]
-        spec = tower.get("image_spec")
-        if spec:
-            return ImageSpec(size=spec["size"], resize=spec["resize"],
-                             interpolation=spec["interpolation"],
-                             mean=tuple(spec["mean"]), std=tuple(spec["std"]))
-        from .towers import MOBILENET_SPEC
-
-        return MOBILENET_SPEC
+        return self.towers.image_spec
 
     @property
     def device(self) -> str:
-        return str(self._device().type)
+        return str(self.towers.device().type)
 
     @property
     def text_token_limit(self) -> int:
         return int(self.config["text_tower"].get("max_tokens", 128))
 
     def count_text_tokens(self, text: str) -> int:
-        return len(self._text().tokenizer(text)["input_ids"])
+        return len(self.towers.text_tower().tokenizer(text)["input_ids"])
 
-    # --- loading ---------------------------------------------------------------------------
-    def _device(self) -> Any:
-        if self._torch_device is None:
-            from .torchutil import pick_device
-
-            self._torch_device = pick_device(self._device_request)
-        return self._torch_device
-
-    def _head_module(self) -> Any:
+    def head(self) -> Any:
         if self._head is None:
             from safetensors.torch import load_file
 
@@ -248,65 +318,64 @@ class BundleEncoder:
 
             head = FusionHead(HeadConfig.from_dict(self.config["head"]))
             head.load_state_dict(load_file(str(self.folder / HEAD_FILE)), strict=True)
-            self._head = head.eval().to(self._device())
+            self._head = head.eval().requires_grad_(False).to(self.towers.device())
         return self._head
-
-    def _image(self) -> Any:
-        if self._image_tower is None:
-            tower = self.config["image_tower"]
-            if tower.get("type") != "torchvision:mobilenet_v2":
-                raise ModelSpecError(f"unknown image tower {tower.get('type')!r}")
-            from .towers import MobileNetV2Tower
-
-            path = find_weights(tower["weights"])
-            self._image_tower = MobileNetV2Tower(path, tf_padding=tower.get("tf_padding", True))
-            self._image_tower.to(self._device())
-        return self._image_tower
-
-    def _text(self) -> Any:
-        if self._text_tower is None:
-            tower = self.config["text_tower"]
-            if tower.get("type") != "sentence-transformers":
-                raise ModelSpecError(f"unknown text tower {tower.get('type')!r}")
-            from .towers import SentenceTransformerTower
-
-            self._text_tower = SentenceTransformerTower(
-                find_text_model(tower), max_tokens=int(tower.get("max_tokens", 128)))
-            self._text_tower.to(self._device())
-        return self._text_tower
-
-    # --- encoding --------------------------------------------------------------------------
-    def image_features(self, pixels: np.ndarray) -> Any:
-        """Tower output for a batch of pixels (what the head and the feature cache take)."""
-        from .torchutil import inference, pixels_to_tensor
-
-        device = self._device()
-        x = pixels_to_tensor(pixels, self.image_spec, device)
-        with inference(device):
-            return self._image()(x).float()
-
-    def text_features(self, texts: Sequence[str]) -> Any:
-        from .torchutil import inference
-
-        device = self._device()
-        tower = self._text()
-        with inference(device):
-            return tower(tower.tokenize(list(texts), device))
 
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         from .torchutil import inference, to_unit_numpy
 
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        feats = self.image_features(pixels)
-        with inference(self._device()):
-            return to_unit_numpy(self._head_module().encode_image(feats))
+        feats = self.towers.image_features(pixels)
+        with inference(self.towers.device()):
+            return to_unit_numpy(self.head().encode_image(feats))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         from .torchutil import inference, to_unit_numpy
 
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        feats = self.text_features(texts)
-        with inference(self._device()):
-            return to_unit_numpy(self._head_module().encode_text(feats))
+        feats = self.towers.text_features(texts)
+        with inference(self.towers.device()):
+            return to_unit_numpy(self.head().encode_text(feats))
+
+    def export_text_onnx(self, folder: Path) -> dict[str, Any] | None:
+        """Export tokenizer ids → MiniLM → text head for the fast query path."""
+        import torch
+
+        from .onnx_text import MODEL_FILE, export_module
+
+        tower = self.towers.text_tower()
+        head = self.head()
+        tokenizer_json = Path(tower.tokenizer.name_or_path) / "tokenizer.json"
+        if not tokenizer_json.is_file():
+            return None
+
+        class TextSide(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.tower = tower
+                self.head = head
+
+            def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                        ) -> torch.Tensor:
+                feats = self.tower({"input_ids": input_ids, "attention_mask": attention_mask})
+                return self.head.encode_text(feats)
+
+        batch = tower.tokenize(["a photo of a cat", "two dogs play in the snow"],
+                               torch.device("cpu"))
+        tower.to("cpu")
+        head.to("cpu")
+        try:
+            export_module(TextSide(), (batch["input_ids"], batch["attention_mask"]),
+                          ["input_ids", "attention_mask"], folder / MODEL_FILE,
+                          {"input_ids": {0: "batch", 1: "tokens"},
+                           "attention_mask": {0: "batch", 1: "tokens"},
+                           "embedding": {0: "batch"}})
+        finally:
+            tower.to(self.towers.device())
+            head.to(self.towers.device())
+        shutil.copy(tokenizer_json, folder / "tokenizer.json")
+        pad_id = int(tower.tokenizer.pad_token_id or 0)
+        return {"kind": "hf-tokenizers", "file": "tokenizer.json",
+                "max_tokens": self.text_token_limit, "pad_id": pad_id}

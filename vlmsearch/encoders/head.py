@@ -169,15 +169,16 @@ class ImageHead(nn.Module):
                      if cfg.img_arch == "attn" else None)
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        """``fmap``: N×C×H×W tower output."""
-        if self.cfg.img_norm == "sqrt":
-            fmap = torch.sqrt(fmap.clamp_min(0))
+        """``fmap``: N×C×H×W tower output, or N×C already average-pooled (enough for heads
+        without attention pooling)."""
+        root = self.cfg.img_norm == "sqrt"
         out: torch.Tensor | None = None
         if self.pooled is not None:
-            out = self.pooled(fmap.mean(dim=(2, 3)))
+            pooled = fmap.mean(dim=(2, 3)) if fmap.dim() == 4 else fmap
+            out = self.pooled(torch.sqrt(pooled.clamp_min(0)) if root else pooled)
         if self.attn is not None:
             spatial = fmap.flatten(2).transpose(1, 2)  # N×HW×C
-            att = self.attn(spatial)
+            att = self.attn(torch.sqrt(spatial.clamp_min(0)) if root else spatial)
             out = att if out is None else out + att
         assert out is not None
         return out
@@ -227,17 +228,35 @@ class FusionHead(nn.Module):
         return F.normalize(self.text(feats), dim=-1)
 
 
-def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
-             image_ids: torch.Tensor | None = None) -> torch.Tensor:
-    """Symmetric InfoNCE over a batch of matching (image, text) rows (unit vectors). With
-    ``image_ids``, rows that show the same image are not counted as each other's negatives
-    (several captions of one image in a batch)."""
+def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, *,
+             captions_per_image: int = 1, i2t_weight: float = 0.5,
+             label_smoothing: float = 0.0) -> torch.Tensor:
+    """Symmetric InfoNCE for unit vectors: ``image`` B×d and ``text`` (B·k)×d, where captions
+    ``j·k … j·k+k-1`` describe image ``j``.
+
+    text→image: each caption's positive is its image, the other images are negatives.
+    image→text with k > 1: one term per positive caption, with the image's *other* captions
+    left out of that term's denominator (they are not negatives); the terms are averaged.
+    """
+    b, bt = image.shape[0], text.shape[0]
+    k = captions_per_image
+    if bt != b * k:
+        raise ValueError(f"{bt} captions for {b} images with {k} captions each")
     scale = logit_scale.exp().clamp(max=100.0)
-    logits = scale * image @ text.T
-    n = logits.shape[0]
-    targets = torch.arange(n, device=logits.device)
-    if image_ids is not None:
-        same = image_ids[:, None] == image_ids[None, :]
-        same.fill_diagonal_(False)
-        logits = logits.masked_fill(same, float("-inf"))
-    return 0.5 * (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets))
+    logits = scale * text @ image.T  # (B·k)×B
+    owner = torch.arange(bt, device=text.device) // k
+    t2i = F.cross_entropy(logits, owner, label_smoothing=label_smoothing)
+    by_image = logits.T  # B×(B·k)
+    if k == 1:
+        i2t = F.cross_entropy(by_image, owner, label_smoothing=label_smoothing)
+    else:
+        rows = torch.arange(b, device=text.device)
+        mine = (torch.arange(bt, device=text.device)[None, :] // k) == rows[:, None]
+        terms = []
+        for j in range(k):
+            others = mine.clone()
+            others[rows, rows * k + j] = False
+            terms.append(F.cross_entropy(by_image.masked_fill(others, float("-inf")),
+                                         rows * k + j, label_smoothing=label_smoothing))
+        i2t = torch.stack(terms).mean()
+    return (1 - i2t_weight) * t2i + i2t_weight * i2t

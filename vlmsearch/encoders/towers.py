@@ -35,7 +35,8 @@ MOBILENET_SPEC = ImageSpec(size=224, resize=256, interpolation="bilinear",
 
 @dataclass
 class TextFeatures:
-    """Token features (N×T×D), their mask (N×T, 1 = real token) and the masked mean (N×D)."""
+    """Token features (N×T×D), their mask (N×T, 1 = real token) and the sentence embedding
+    (N×D): the masked mean, L2-normalised, exactly as sentence-transformers computes it."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
@@ -106,7 +107,7 @@ class SentenceTransformerTower(nn.Module):
         tokens = out.last_hidden_state.float()
         mask = batch["attention_mask"].to(tokens.dtype)
         mean = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return TextFeatures(tokens, mask, mean)
+        return TextFeatures(tokens, mask, F.normalize(mean, dim=-1))
 
 
 class OpenClipTowers(nn.Module):

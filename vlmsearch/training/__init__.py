@@ -1,0 +1,1 @@
+"""Training fusion heads: cached tower features, the training loop, bundles."""

