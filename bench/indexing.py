@@ -156,7 +156,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--naive-limit", type=int, default=60,
                         help="images for the (slow) naive loop")
-    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "vlmsearch-bench")
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "vlmsearch-bench")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 

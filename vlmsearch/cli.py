@@ -418,6 +418,151 @@ def models(json_out: JsonOut = False) -> None:
     _run(body)
 
 
+# --- train ---------------------------------------------------------------------------------------
+@app.command()
+def train(
+    pairs: Annotated[Path, typer.Option(
+        "--pairs", help="Image–caption pairs: TSV (image<TAB>caption), CSV or Karpathy JSON.",
+        dir_okay=False, show_default=False)],
+    images: Annotated[Path, typer.Option("--images", help="Folder holding the images.",
+                                         file_okay=False, show_default=False)],
+    train_list: Annotated[Path, typer.Option(
+        "--train-list", help="Image names to train on, one per line.", dir_okay=False,
+        show_default=False)],
+    dev_list: Annotated[Path, typer.Option(
+        "--dev-list", help="Held-out image names for early stopping, one per line.",
+        dir_okay=False, show_default=False)],
+    out: Annotated[Path, typer.Option("--out", help="New folder for the model bundle.",
+                                      show_default=False)],
+    name: Annotated[Optional[str], typer.Option(
+        "--name", help="Bundle name (default: the --out folder's name).")] = None,
+    config: Annotated[Optional[Path], typer.Option(
+        "--config", help='JSON overriding the recipe: {"head": {...}, "training": {...}, '
+        '"image_tower": {...}, "text_tower": {...}} (see docs/fusion-head.md).',
+        dir_okay=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1)] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    device: Device = "auto",
+    json_out: JsonOut = False,
+) -> None:
+    """Train a contrastive fusion head on frozen towers and write a model bundle usable as
+    --model (features are cached, so re-runs are cheap)."""
+
+    def body() -> None:
+        from .errors import InputError
+        from .training.bundle_train import train_bundle
+
+        overrides: dict[str, Any] = {}
+        if config is not None:
+            try:
+                overrides = json.loads(config.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read --config {config}: {exc}") from exc
+        training = dict(overrides.get("training", {}))
+        if epochs is not None:
+            training["epochs"] = epochs
+        if seed is not None:
+            training["seed"] = seed
+        with _training_progress(not json_out) as report:
+            result = train_bundle(
+                pairs_file=pairs, images_dir=images, train_list=train_list, dev_list=dev_list,
+                out=out, name=name, head=overrides.get("head"), training=training,
+                image_tower=overrides.get("image_tower"), text_tower=overrides.get("text_tower"),
+                device=device, report=report)
+        if json_out:
+            _print_json({"bundle": str(out), "dev_metrics": result["dev_metrics"],
+                         "training": result["training"]})
+            return
+        m = result["dev_metrics"]
+        typer.echo(f"bundle written to {out} (use --model {out})")
+        typer.echo(f"dev (best epoch {m['epoch']}): text→image R@1/5/10 "
+                   f"{_recalls(m['text_to_image'])}, image→text R@1/5/10 "
+                   f"{_recalls(m['image_to_text'])}")
+
+    _run(body)
+
+
+def _recalls(m: dict[str, float]) -> str:
+    return "/".join(f"{m[k]:.1f}" for k in ("R@1", "R@5", "R@10"))
+
+
+@contextmanager
+def _training_progress(enabled: bool) -> Iterator[Callable[[str, dict[str, Any]], None]]:
+    """Feature extraction and epochs on a rich progress bar (stderr terminals only)."""
+    if not enabled or not sys.stderr.isatty():
+        yield lambda kind, data: None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[info]}"), console=console) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(kind: str, data: dict[str, Any]) -> None:
+            if kind == "features":
+                what = data["what"]
+                if what not in tasks:
+                    tasks[what] = bar.add_task(what, total=data["total"], info="")
+                bar.update(tasks[what], completed=data["done"])
+            elif kind == "epoch":
+                if "epochs" not in tasks:
+                    tasks["epochs"] = bar.add_task("training", total=None, info="")
+                info = (f"epoch {data['epoch']} loss {data['loss']:.3f} dev R@1 "
+                        f"t→i {data['text_to_image']['R@1']:.1f} "
+                        f"i→t {data['image_to_text']['R@1']:.1f}")
+                bar.update(tasks["epochs"], completed=data["epoch"], info=info)
+
+        yield report
+
+
+# --- eval ----------------------------------------------------------------------------------------
+@app.command("eval")
+def evaluate_cmd(
+    pairs: Annotated[Path, typer.Option("--pairs", help="Image–caption pairs file.",
+                                        dir_okay=False, show_default=False)],
+    images: Annotated[Path, typer.Option("--images", help="Folder holding the images.",
+                                         file_okay=False, show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec to evaluate.",
+                                       show_default=False)],
+    list_file: Annotated[Optional[Path], typer.Option(
+        "--list", help="Evaluate on these images only (one name per line), e.g. a test "
+        "split; default: every image in the pairs file.", dir_okay=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
+    device: Device = "auto",
+    json_out: JsonOut = False,
+) -> None:
+    """Image–caption retrieval metrics (R@1/5/10 and median rank, both directions), through the
+    same decode → encode path as indexing."""
+
+    def body() -> None:
+        from .encoders.registry import load_encoder
+        from .evaluation import evaluate
+        from .pairs import build_pairs
+
+        split = build_pairs(pairs, images, list_file)
+        encoder = load_encoder(model, device=device)
+        with _progress_bar(not json_out, "Embedding") as bar:
+            metrics = evaluate(encoder, split, batch_size=batch_size,
+                               progress=lambda what, d, t: bar(_Event(what, d, t)))
+        if json_out:
+            _print_json(metrics)
+            return
+        typer.echo(f"{model}: {metrics['images']} images, {metrics['texts']} captions")
+        for key, label in (("text_to_image", "text→image"), ("image_to_text", "image→text")):
+            m = metrics[key]
+            typer.echo(f"  {label}: R@1 {m['R@1']:.1f}  R@5 {m['R@5']:.1f}  R@10 {m['R@10']:.1f}"
+                       f"  median rank {m['median_rank']:g}")
+
+    _run(body)
+
+
+class _Event:
+    def __init__(self, phase: str, done: int, total: int) -> None:
+        self.phase, self.done, self.total = phase, done, total
+
+
 # --- serve ---------------------------------------------------------------------------------------
 @app.command()
 def serve(

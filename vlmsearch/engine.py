@@ -99,6 +99,7 @@ class Engine:
         self.store = store
         self.settings = settings
         self._encoder = encoder
+        self._fast_text: Any = None
         self._vectors: dict[str, tuple[VectorIndex, int]] = {}
 
     # --- opening ---------------------------------------------------------------------------
@@ -257,7 +258,16 @@ class Engine:
                 report = indexer.run(roots, exclude=exclude, include_hidden=include_hidden,
                                      progress=progress)
                 self._save("image", rebuilder)
+        self._export_fast_text()
         return report
+
+    def _export_fast_text(self) -> None:
+        """Export the text side for fast cold queries while the model is loaded anyway."""
+        if self._encoder is None or getattr(self._encoder, "device", "none") == "none":
+            return
+        from .encoders.onnx_text import export_cached
+
+        export_cached(self._encoder)
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Drop files, and everything under folders, from the index. Returns how many files."""
@@ -336,14 +346,26 @@ class Engine:
         negative = [n for n in negative if n.strip()]
         positives: list[np.ndarray] = []
         exclude_path: str | None = None
+        texts = self._text_encoder(need_images=image is not None)
         if text is not None:
-            positives.append(self.encoder.encode_texts([text])[0])
+            positives.append(texts.encode_texts([text])[0])
         if image is not None:
             vec, exclude_path = self._image_query(image)
             positives.append(vec)
-        negatives = list(self.encoder.encode_texts(negative)) if negative else []
+        negatives = list(texts.encode_texts(negative)) if negative else []
         query = combine(positives, negatives)
         return self.search_vector(query, k=k, target=target, exclude_path=exclude_path)
+
+    def _text_encoder(self, *, need_images: bool = False) -> Any:
+        """What encodes query texts: the full model when it is loaded (or images need it
+        anyway), else the exported ONNX text side when one is cached (no torch import)."""
+        if self._encoder is not None or need_images or os.environ.get("VLMSEARCH_NO_FAST_TEXT"):
+            return self.encoder
+        if self._fast_text is None:
+            from .encoders.onnx_text import load_cached
+
+            self._fast_text = load_cached(self.manifest.model_id) or False
+        return self._fast_text or self.encoder
 
     def search_vector(
         self,
@@ -358,7 +380,7 @@ class Engine:
         with self.store.read() as conn:
             index, _ = self._refresh(kind, conn)
             exclude_ids: set[int] = set()
-            if exclude_path is not None:
+            if exclude_path is not None and kind == "image":
                 rec = self.store.record_for_path(exclude_path, conn)
                 if rec is not None:
                     exclude_ids.add(rec.id)
@@ -402,8 +424,9 @@ class Engine:
     def text_truncation(self, text: str) -> int | None:
         """The model's text length limit in tokens when ``text`` exceeds it (and was therefore
         cut), else None."""
-        limit = getattr(self.encoder, "text_token_limit", None)
-        count = getattr(self.encoder, "count_text_tokens", None)
+        texts = self._text_encoder()
+        limit = getattr(texts, "text_token_limit", None)
+        count = getattr(texts, "count_text_tokens", None)
         if limit is None or count is None:
             return None
         return int(limit) if count(text) > limit else None
