@@ -103,7 +103,8 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[Any], None]]:
         task = bar.add_task(label, total=None)
 
         def update(event: Any) -> None:
-            description = {"scanning": "Scanning", "indexing": label, "saving": "Saving"}
+            description = {"scanning": "Scanning", "indexing": label, "saving": "Saving",
+                           "exporting": "Preparing fast text queries (once per model)"}
             bar.update(task, description=description.get(event.phase, event.phase),
                        completed=event.done, total=event.total)
 

@@ -37,7 +37,7 @@ from .errors import (
     ModelMismatchError,
     UsageError,
 )
-from .indexer import Indexer, IndexReport, ProgressCallback, _no_progress
+from .indexer import Indexer, IndexReport, Progress, ProgressCallback, _no_progress
 from .searcher import Hit, TextHit, combine
 from .sources import absolute
 from .store.layout import IndexLayout, Manifest
@@ -257,17 +257,21 @@ class Engine:
             with session:
                 report = indexer.run(roots, exclude=exclude, include_hidden=include_hidden,
                                      progress=progress)
+                progress(Progress("saving", report.added + report.updated, None))
                 self._save("image", rebuilder)
-        self._export_fast_text()
+        self._export_fast_text(progress)
         return report
 
-    def _export_fast_text(self) -> None:
-        """Export the text side for fast cold queries while the model is loaded anyway."""
+    def _export_fast_text(self, progress: ProgressCallback = _no_progress) -> None:
+        """Export the text side for fast cold queries while the model is loaded anyway (once
+        per model and machine; it takes seconds to a minute)."""
         if self._encoder is None or getattr(self._encoder, "device", "none") == "none":
             return
-        from .encoders.onnx_text import export_cached
+        from .encoders.onnx_text import cache_folder, export_cached
 
-        export_cached(self._encoder)
+        if not (cache_folder(self._encoder.model_id) / "meta.json").is_file():
+            progress(Progress("exporting", 0, None))
+            export_cached(self._encoder)
 
     def remove(self, paths: Iterable[str | os.PathLike[str]]) -> int:
         """Drop files, and everything under folders, from the index. Returns how many files."""
