@@ -44,7 +44,8 @@ def test_index_and_search_ranks_the_right_image_first(tmp_path: Path, colour_tre
             hits = eng.search(text=f"a {colour} picture", k=3)
             assert Path(hits[0].path).name == name, colour
             assert hits[0].rank == 1 and hits[0].score > hits[1].score
-    assert events[-1].phase == "indexing" and events[-1].done == events[-1].total == 8
+    last = [e for e in events if e.phase == "indexing"][-1]
+    assert last.done == last.total == 8
 
 
 def test_failed_files_are_recorded_with_reasons(tmp_path: Path, colour_tree: Path) -> None:
@@ -90,6 +91,16 @@ def test_incremental_add_change_delete_rename_duplicate(tmp_path: Path, colour_t
         paths = {Path(h.path).name for h in eng.search(text="blue", k=20)}
         assert "moved.jpg" in paths and "blue sky.jpg" not in paths and "green.png" not in paths
         assert eng.info().images == 7
+
+
+def test_duplicates_in_one_batch_are_encoded_once(tmp_path: Path) -> None:
+    root = tmp_path / "p"
+    make_image(root / "a.png", "red")
+    shutil.copy(root / "a.png", root / "b.png")
+    shutil.copy(root / "a.png", root / "c.png")
+    with _open(tmp_path) as eng:
+        report = eng.index([root])
+        assert (report.added, report.encoded, report.reused) == (3, 1, 2)
 
 
 def test_touched_file_with_same_content_is_not_reencoded(tmp_path: Path, colour_tree: Path) -> None:

@@ -37,7 +37,7 @@ def test_large_collections_use_calibrated_ivf(tmp_path: Path) -> None:
     vecs = clustered(6000)
     ids = np.arange(6000) * 3 + 7
     index = VectorIndex.build(32, ids, vecs, exact_limit=1000)
-    assert index.kind.startswith("IVF") and index.kind.endswith(",SQ8")
+    assert index.kind.startswith("IVF") and index.kind.endswith(",SQfp16")
     assert index.tuning.recall_at_10 is not None and index.tuning.recall_at_10 >= 0.95
     # held-out queries, not in the collection: new points and points between clusters
     q = clustered(200, seed=5)

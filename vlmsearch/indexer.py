@@ -229,10 +229,10 @@ class Indexer:
             for digest, vec in zip(unique, vectors, strict=True):
                 pending.vectors[digest] = vec
             report.encoded += len(unique)
-        for ref, state, decoded in batch:
+        encoded_rows = set(unique.values())
+        for row, (ref, state, decoded) in enumerate(batch):
             digest = decoded.digest
-            new_vec = digest in unique
-            if not new_vec:
+            if row not in encoded_rows:  # a stored vector, or a copy of a file just encoded
                 report.reused += 1
             vector = pending.vectors.get(digest) if digest not in stored else None
             pending.indexed.append(IndexedFile(

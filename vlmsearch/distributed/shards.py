@@ -1,6 +1,6 @@
 """The IVF index of a large collection, built from shards on the cluster.
 
-The driver trains the coarse quantizer and the SQ8 code ranges once, on a sample
+The driver trains the coarse quantizer and the half-precision codes once, on a sample
 (:func:`vlmsearch.store.vectors.train_ivf`); Ray tasks each add one slice of the collection to
 an empty clone of the trained index and return it; the driver merges the shards as they arrive
 (``merge_from``) and measures recall@10 against exact search on a sample, like the local build
