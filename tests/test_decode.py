@@ -177,3 +177,13 @@ def test_digest_identifies_content() -> None:
     b = decode_bytes(data, SPEC, max_pixels=10**6)
     c = decode_bytes(jpeg_bytes(picture("blue")), SPEC, max_pixels=10**6)
     assert a.digest == b.digest != c.digest
+
+
+def test_heic_photos_are_read(tmp_path: Path) -> None:
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    path = tmp_path / "phone.heic"
+    picture("red", (120, 80)).save(path, quality=90)
+    out = decode_file(str(path), SPEC, max_pixels=10**6)
+    assert (out.width, out.height) == (120, 80)
+    assert out.pixels[2, 2, 0] > 150 and out.pixels[2, 2, 2] < 100
