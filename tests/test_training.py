@@ -33,13 +33,16 @@ def test_info_nce_prefers_matching_pairs_and_handles_several_captions() -> None:
         info_nce(img, three[:-1], scale, captions_per_image=3)
 
 
-@pytest.mark.parametrize("img_arch, txt_arch", [("linear", "linear"), ("mlp", "mlp"),
-                                                ("attn", "attn"), ("mlp", "tf")])
-def test_head_shapes_and_unit_outputs(img_arch: str, txt_arch: str) -> None:
+@pytest.mark.parametrize("img_arch, txt_arch, extra", [
+    ("linear", "linear", "none"), ("mlp", "mlp", "none"), ("attn", "attn", "none"),
+    ("mlp", "tf", "none"), ("mlp", "mlp", "f96stat")])
+def test_head_shapes_and_unit_outputs(img_arch: str, txt_arch: str, extra: str) -> None:
     cfg = HeadConfig(dim=64, img_arch=img_arch, txt_arch=txt_arch, img_dmodel=32, img_heads=4,
-                     txt_dmodel=48, txt_heads=4, img_hidden=32, txt_hidden=32)
+                     txt_dmodel=48, txt_heads=4, img_hidden=32, txt_hidden=32, img_extra=extra)
     head = FusionHead(cfg).eval()
     fmap = torch.rand(3, 1280, 7, 7)
+    if extra != "none":  # pooled features followed by the block statistics
+        fmap = torch.cat([fmap.mean(dim=(2, 3)), torch.rand(3, cfg.img_extra_dim)], 1)
     tokens = torch.randn(5, 11, 384)
     mask = torch.ones(5, 11, dtype=torch.bool)
     mask[0, 6:] = False
@@ -48,8 +51,22 @@ def test_head_shapes_and_unit_outputs(img_arch: str, txt_arch: str) -> None:
     assert img.shape == (3, 64) and txt.shape == (5, 64)
     assert torch.allclose(img.norm(dim=-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(txt.norm(dim=-1), torch.ones(5), atol=1e-5)
-    if not cfg.needs_spatial:  # pooled input gives the same result as the full map
+    if fmap.dim() == 4 and not cfg.needs_spatial:  # pooled input gives the same result
         assert torch.allclose(head.encode_image(fmap.mean(dim=(2, 3))), img, atol=1e-5)
+
+
+def test_views_transform_the_crop() -> None:
+    from vlmsearch.training.features import VIEWS, view_pixels
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (2, 224, 224, 3), dtype=np.uint8)
+    pixels[:, :112, :112] = 255  # a white top-left quadrant
+    for view in VIEWS:
+        out = view_pixels(pixels, view)
+        assert out.shape == pixels.shape and out.dtype == np.uint8, view
+    np.testing.assert_array_equal(view_pixels(pixels, "flip"), pixels[:, :, ::-1])
+    assert view_pixels(pixels, "crop_tl")[:, :100, :100].min() == 255  # zoomed into the corner
+    assert view_pixels(pixels, "crop_br")[:, -50:, -50:].mean() < 200
 
 
 # --- metrics -------------------------------------------------------------------------------------
@@ -107,7 +124,8 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
         config = train_bundle(
             pairs_file=FLICKR / "captions.tsv", images_dir=FLICKR / "images",
             train_list=train_list, dev_list=dev_list, out=tmp / "bundle", name="test-bundle",
-            training={"epochs": 8, "patience": 8}, device="cpu")
+            training={"epochs": 8, "patience": 8, "train_views": ["center", "flip"]},
+            device="cpu")
     finally:
         if old_home is None:
             os.environ.pop("VLMSEARCH_HOME", None)
@@ -125,7 +143,7 @@ def test_training_on_real_data_learns(trained_bundle: tuple[Path, dict, Path]) -
     assert m["text_to_image"]["R@1"] > 8.0, m
     assert m["image_to_text"]["R@1"] > 10.0, m
     assert m["text_to_image"]["R@10"] > 35.0, m
-    history = config["history"]
+    history = config["members"][0]["history"]
     assert history[-1]["loss"] < history[0]["loss"]
 
 

@@ -255,14 +255,20 @@ class Towers:
             self._text.to(self.device())
         return self._text
 
-    def image_features(self, pixels: np.ndarray) -> Any:
-        """The image tower's feature map for a batch of model-ready pixels."""
+    def image_features(self, pixels: np.ndarray, form: str = "map") -> Any:
+        """What the image tower gives a head for a batch of model-ready pixels, in one of
+        ``towers.IMAGE_FORMS``."""
         from .torchutil import inference, pixels_to_tensor
+        from .towers import image_form
 
         device = self.device()
         x = pixels_to_tensor(pixels, self.image_spec, device)
+        tower = self.image_tower()
         with inference(device):
-            return self.image_tower()(x).float()
+            if form == "pool+f96stat":
+                fmap, stats = tower.forward_with_stats(x)
+                return image_form(fmap.float(), stats.float(), form)
+            return image_form(tower(x).float(), None, form)
 
     def text_features(self, texts: Sequence[str]) -> Any:
         from .torchutil import inference
@@ -293,7 +299,13 @@ class BundleEncoder:
 
     @property
     def dim(self) -> int:
-        return int(self.config["head"]["dim"])
+        head = self.config["head"]
+        return int(head["dim"]) * int(head.get("members", 1))
+
+    @property
+    def views(self) -> list[str]:
+        """Image views whose embeddings are averaged (``center``, ``flip``)."""
+        return list(self.config["image_tower"].get("views", ["center"]))
 
     @property
     def image_spec(self) -> ImageSpec:
@@ -314,9 +326,9 @@ class BundleEncoder:
         if self._head is None:
             from safetensors.torch import load_file
 
-            from .head import FusionHead, HeadConfig
+            from .head import HeadConfig, build_head
 
-            head = FusionHead(HeadConfig.from_dict(self.config["head"]))
+            head = build_head(HeadConfig.from_dict(self.config["head"]))
             head.load_state_dict(load_file(str(self.folder / HEAD_FILE)), strict=True)
             self._head = head.eval().requires_grad_(False).to(self.towers.device())
         return self._head
@@ -326,9 +338,17 @@ class BundleEncoder:
 
         if len(pixels) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        feats = self.towers.image_features(pixels)
-        with inference(self.towers.device()):
-            return to_unit_numpy(self.head().encode_image(feats))
+        from .head import HeadConfig
+
+        form = HeadConfig.from_dict(self.config["head"]).image_input
+        total: Any = None
+        for view in self.views:
+            batch = pixels[:, :, ::-1, :] if view == "flip" else pixels
+            feats = self.towers.image_features(batch, form)
+            with inference(self.towers.device()):
+                vec = self.head().encode_image(feats)
+            total = vec if total is None else total + vec
+        return to_unit_numpy(total)
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         from .torchutil import inference, to_unit_numpy

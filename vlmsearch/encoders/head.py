@@ -40,6 +40,9 @@ class HeadConfig:
     # image side
     img_arch: str = "linear"  # linear | mlp | attn
     img_norm: str = "none"  # none | sqrt
+    img_extra: str = "none"  # none | f96stat (block-13 mean/max/std, standardised, appended)
+    img_extra_dim: int = 288
+    img_extra_scale: float = 0.3
     img_hidden: int = 1024
     img_layers: int = 1
     img_dropout: float = 0.1
@@ -62,6 +65,10 @@ class HeadConfig:
     txt_max_tokens: int = 128
     # shared
     temperature: float = 0.07
+    members: int = 1
+    """Heads trained with different seeds whose unit outputs are concatenated (an ensemble:
+    the score becomes the mean of the members' cosines); the bundle's vectors have
+    ``dim × members`` values."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +77,17 @@ class HeadConfig:
     def from_dict(cls, data: dict[str, Any]) -> HeadConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def out_dim(self) -> int:
+        return self.dim * self.members
+
+    @property
+    def image_input(self) -> str:
+        """The tower output form this head reads (see ``towers.image_form``)."""
+        if self.img_arch == "attn":
+            return "map"
+        return "pool+f96stat" if self.img_extra == "f96stat" else "pool"
 
     @property
     def needs_spatial(self) -> bool:
@@ -161,8 +179,14 @@ class ImageHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         pooled_kind = cfg.img_arch if cfg.img_arch in ("linear", "mlp") else cfg.img_pool_branch
-        self.pooled = _branch(pooled_kind, cfg.image_features, cfg.dim, cfg.img_hidden,
+        extra = cfg.img_extra_dim if cfg.img_extra != "none" else 0
+        self.pooled = _branch(pooled_kind, cfg.image_features + extra, cfg.dim, cfg.img_hidden,
                               cfg.img_layers, cfg.img_dropout, cfg.img_in_drop)
+        # standardisation of the extra statistics, measured on the training set
+        self.extra_mean: torch.Tensor
+        self.extra_std: torch.Tensor
+        self.register_buffer("extra_mean", torch.zeros(extra))
+        self.register_buffer("extra_std", torch.ones(extra))
         self.attn = (AttnPool(cfg.image_features, cfg.img_dmodel, cfg.dim, heads=cfg.img_heads,
                               queries=cfg.img_queries, dropout=cfg.img_dropout,
                               positions=cfg.img_positions)
@@ -170,12 +194,18 @@ class ImageHead(nn.Module):
 
     def forward(self, fmap: torch.Tensor) -> torch.Tensor:
         """``fmap``: N×C×H×W tower output, or N×C already average-pooled (enough for heads
-        without attention pooling)."""
+        without attention pooling), followed by the extra statistics when configured."""
         root = self.cfg.img_norm == "sqrt"
         out: torch.Tensor | None = None
         if self.pooled is not None:
             pooled = fmap.mean(dim=(2, 3)) if fmap.dim() == 4 else fmap
-            out = self.pooled(torch.sqrt(pooled.clamp_min(0)) if root else pooled)
+            extra = None
+            if self.cfg.img_extra != "none":
+                c = self.cfg.image_features
+                pooled, extra = pooled[:, :c], pooled[:, c:]
+                extra = (extra - self.extra_mean) / self.extra_std * self.cfg.img_extra_scale
+            pooled = torch.sqrt(pooled.clamp_min(0)) if root else pooled
+            out = self.pooled(pooled if extra is None else torch.cat([pooled, extra], 1))
         if self.attn is not None:
             spatial = fmap.flatten(2).transpose(1, 2)  # N×HW×C
             att = self.attn(torch.sqrt(spatial.clamp_min(0)) if root else spatial)
@@ -226,6 +256,30 @@ class FusionHead(nn.Module):
 
     def encode_text(self, feats: TextFeatures) -> torch.Tensor:
         return F.normalize(self.text(feats), dim=-1)
+
+
+class HeadEnsemble(nn.Module):
+    """``members`` fusion heads; each output is the concatenation of the members' unit vectors
+    divided by sqrt(members), so it is a unit vector and a cosine between two of them is the
+    mean of the members' cosines."""
+
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.members = nn.ModuleList(FusionHead(cfg) for _ in range(cfg.members))
+
+    def encode_image(self, fmap: torch.Tensor) -> torch.Tensor:
+        parts = [m.encode_image(fmap) for m in self.members]  # type: ignore[operator]
+        return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
+
+    def encode_text(self, feats: TextFeatures) -> torch.Tensor:
+        parts = [m.encode_text(feats) for m in self.members]  # type: ignore[operator]
+        return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
+
+
+def build_head(cfg: HeadConfig) -> nn.Module:
+    """The module a bundle's head weights load into."""
+    return HeadEnsemble(cfg) if cfg.members > 1 else FusionHead(cfg)
 
 
 def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, *,

@@ -82,6 +82,33 @@ class MobileNetV2Tower(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def forward_with_stats(self, x: torch.Tensor, tap: int = 13) -> tuple[torch.Tensor,
+                                                                        torch.Tensor]:
+        """The final map, plus mean, max and std over positions of block ``tap``'s output
+        (block 13: 96 channels at 14×14, mid-level texture and part features)."""
+        for i, block in enumerate(self.features):
+            x = block(x)
+            if i == tap:
+                flat = x.flatten(2)
+                stats = torch.cat([flat.mean(2), flat.amax(2), flat.std(2, unbiased=False)], 1)
+        return x, stats
+
+
+IMAGE_FORMS = ("map", "pool", "pool+f96stat")
+
+
+def image_form(fmap: torch.Tensor, stats: torch.Tensor | None, form: str) -> torch.Tensor:
+    """What a head reads from the tower: the whole map, its average, or the average followed by
+    the block-13 statistics."""
+    if form == "map":
+        return fmap
+    pooled = fmap.mean(dim=(2, 3))
+    if form == "pool":
+        return pooled
+    if form == "pool+f96stat" and stats is not None:
+        return torch.cat([pooled, stats], 1)
+    raise ValueError(f"unknown image feature form {form!r}")
+
 
 class SentenceTransformerTower(nn.Module):
     """Frozen BERT-style encoder from a sentence-transformers folder: texts → token features."""

@@ -11,16 +11,17 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
 from ..encoders.bundle import Towers, write_bundle
-from ..encoders.head import HeadConfig
+from ..encoders.head import HeadConfig, HeadEnsemble
 from ..errors import UsageError
 from ..pairs import PairSet, build_pairs
 from .features import FeatureCache, image_features, text_features
-from .trainer import SplitFeatures, TrainConfig, TrainResult, train_head
+from .trainer import SplitFeatures, TrainConfig, TrainResult, score, train_head
 
 MOBILENET_SHA256 = "e1cf789d2dc29edfb08c081d64a4ace9cec052537ffc6cf5d7781580bee5f9aa"
 
@@ -56,7 +57,7 @@ def load_split(towers: Towers, pairs: PairSet, *, views: list[str], head: HeadCo
         if report:
             report("features", {"what": what, "done": done, "total": total})
 
-    images = {v: image_features(towers, pairs.images, view=v, spatial=head.needs_spatial,
+    images = {v: image_features(towers, pairs.images, view=v, form=head.image_input,
                                 cache=cache, progress=progress) for v in views}
     texts = text_features(towers, pairs.captions, tokens=head.needs_tokens, cache=cache,
                           progress=progress)
@@ -98,14 +99,27 @@ def train_bundle(
         start = time.perf_counter()
         train = load_split(towers, train_pairs, views=sorted(set(train_cfg.train_views)),
                            head=head_cfg, cache=cache, report=report)
-        dev = load_split(towers, dev_pairs, views=["center"], head=head_cfg, cache=cache,
-                         report=report)
+        dev = load_split(towers, dev_pairs, views=sorted(set(train_cfg.eval_views)),
+                         head=head_cfg, cache=cache, report=report)
         feature_seconds = time.perf_counter() - start
     finally:
         cache.close()
-    result: TrainResult = train_head(
-        head_cfg, train_cfg, train, dev,
-        progress=(lambda m: report("epoch", m)) if report else None)
+    results: list[TrainResult] = []
+    member_cfg = replace(head_cfg, members=1)
+    for member in range(head_cfg.members):  # an ensemble: the same recipe with other seeds
+        member_train = replace(train_cfg, seed=train_cfg.seed + member)
+        results.append(train_head(member_cfg, member_train, train, dev,
+                                  progress=_epoch_reporter(report, member)))
+    if head_cfg.members == 1:
+        state, best = results[0].state, results[0].best
+    else:
+        ensemble = HeadEnsemble(head_cfg)
+        for module, result in zip(ensemble.members, results, strict=True):
+            module.load_state_dict(result.state)
+        state = ensemble.state_dict()
+        best = {**score(ensemble, dev, train_cfg.eval_views),
+                "epoch": [r.best["epoch"] for r in results]}
+    image_cfg = {**image_cfg, "views": list(train_cfg.eval_views)}
     config = {
         "name": name or out.name,
         "description": (f"{image_cfg['type']} + {text_cfg['type']} towers with a trained "
@@ -119,18 +133,30 @@ def train_bundle(
             "train_list": train_list.name, "dev_list": dev_list.name,
             "train_images": len(train_pairs), "train_captions": len(train_pairs.captions),
             "dev_images": len(dev_pairs), "dev_captions": len(dev_pairs.captions),
-            "settings": train_cfg.to_dict(), "best_epoch": result.best["epoch"],
-            "epochs_run": len(result.history), "seconds": round(result.seconds, 1),
-            "feature_seconds": round(feature_seconds, 1), "parameters": result.parameters,
+            "settings": train_cfg.to_dict(),
+            "epochs_run": [len(r.history) for r in results],
+            "seconds": round(sum(r.seconds for r in results), 1),
+            "feature_seconds": round(feature_seconds, 1),
+            "parameters": sum(r.parameters for r in results),
             "vlmsearch": __version__,
         },
-        "dev_metrics": {key: result.best[key] for key in
+        "dev_metrics": {key: best[key] for key in
                         ("text_to_image", "image_to_text", "mean_R@1", "epoch")},
-        "history": [{k: h[k] for k in ("epoch", "loss", "mean_R@1", "temperature")}
-                    for h in result.history],
+        "members": [{"seed": train_cfg.seed + i, "dev_metrics": {
+                        k: r.best[k] for k in ("text_to_image", "image_to_text", "mean_R@1",
+                                               "epoch")},
+                     "history": [{k: h[k] for k in ("epoch", "loss", "mean_R@1", "temperature")}
+                                 for h in r.history]}
+                    for i, r in enumerate(results)],
     }
-    write_bundle(out, config, result.state)
+    write_bundle(out, config, state)
     return config
+
+
+def _epoch_reporter(report: Report | None, member: int) -> Callable[[dict[str, Any]], None] | None:
+    if report is None:
+        return None
+    return lambda metrics: report("epoch", {**metrics, "member": member})
 
 
 def _sha256(path: Path) -> str:

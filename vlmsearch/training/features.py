@@ -23,7 +23,34 @@ from ..errors import InputError
 from ..pipeline import decode_parallel
 
 Progress = Callable[[str, int, int], None]
-VIEWS = ("center", "flip")
+VIEWS = ("center", "flip", "zoom", "crop_tl", "crop_br", "crop_center_flip")
+"""Image views for training augmentation and test-time averaging, all made from the decoded
+crop: as is, mirrored, resized to 256 and center-cropped back (zoom), and the top-left,
+bottom-right and (mirrored) central 80% squares resized back up."""
+
+
+def view_pixels(pixels: np.ndarray, view: str) -> np.ndarray:
+    """Apply ``view`` to a batch of square uint8 crops (N×S×S×3)."""
+    if view == "center":
+        return pixels
+    if view == "flip":
+        return pixels[:, :, ::-1, :]
+    from PIL import Image
+
+    size = pixels.shape[1]
+    if view == "zoom":
+        big = round(size * 256 / 224)
+        off = (big - size) // 2
+        box = (off * size / big, off * size / big, (off + size) * size / big,
+               (off + size) * size / big)
+    else:
+        side = size * 0.8
+        corner = {"crop_tl": (0.0, 0.0), "crop_br": (size - side, size - side),
+                  "crop_center_flip": ((size - side) / 2, (size - side) / 2)}[view]
+        box = (corner[0], corner[1], corner[0] + side, corner[1] + side)
+    out = np.stack([np.asarray(Image.fromarray(p).resize((size, size), Image.Resampling.BILINEAR,
+                                                         box=box)) for p in pixels])
+    return out[:, :, ::-1, :] if view == "crop_center_flip" else out
 
 
 def cache_path() -> Path:
@@ -79,16 +106,16 @@ def image_features(
     paths: Sequence[str],
     *,
     view: str = "center",
-    spatial: bool = True,
+    form: str = "map",
     cache: FeatureCache,
     batch_size: int = 64,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Tower outputs for ``paths`` (N×C×H×W with ``spatial``, else N×C average-pooled), float16,
-    computed through the indexing decoder for the files not cached yet."""
+    """Tower outputs for ``paths`` in ``form`` (see ``towers.IMAGE_FORMS``), float16, computed
+    through the indexing decoder for the files not cached yet."""
     if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}")
-    tower = f"{encoder.image_tower_id}:{'map' if spatial else 'pool'}"  # type: ignore[attr-defined]
+        raise ValueError(f"unknown view {view!r}: use one of {', '.join(VIEWS)}")
+    tower = f"{encoder.image_tower_id}:{form}"  # type: ignore[attr-defined]
     keys = [_file_key(p) for p in paths]
     found = cache.get(tower, view, keys)
     todo = [(i, p) for i, (p, k) in enumerate(zip(paths, keys, strict=True)) if k not in found]
@@ -99,12 +126,8 @@ def image_features(
 
     def flush() -> None:
         nonlocal done
-        pixels = np.stack([px for _, px in batch])
-        if view == "flip":
-            pixels = pixels[:, :, ::-1, :]
-        feats = encoder.image_features(pixels).float()  # type: ignore[attr-defined]
-        if not spatial:
-            feats = feats.mean(dim=(2, 3))
+        pixels = view_pixels(np.stack([px for _, px in batch]), view)
+        feats = encoder.image_features(pixels, form).float()  # type: ignore[attr-defined]
         arr = feats.cpu().numpy().astype(np.float16)
         cache.put(tower, view, [(keys[i], a) for (i, _), a in zip(batch, arr, strict=True)])
         for (i, _), a in zip(batch, arr, strict=True):

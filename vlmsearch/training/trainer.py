@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -40,6 +40,9 @@ class TrainConfig:
     ema: float = 0.0
     clip_grad: float = 0.0
     train_views: list[str] = field(default_factory=lambda: ["center"])
+    eval_views: list[str] = field(default_factory=lambda: ["center"])
+    """Views whose image embeddings are averaged when scoring (and, in a bundle, when
+    encoding: test-time augmentation)."""
     patience: int = 8
     seed: int = 0
 
@@ -95,21 +98,26 @@ class TrainResult:
 
 
 @torch.no_grad()
-def embed_split(head: FusionHead, split: SplitFeatures, view: str = "center",
+def embed_split(head: torch.nn.Module, split: SplitFeatures, views: Sequence[str] = ("center",),
                 batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors of a split's images (averaged over ``views``) and captions."""
     head.eval()
+    encode_image: Any = head.encode_image
+    encode_text: Any = head.encode_text
     imgs, txts = [], []
-    feats = split.images[view]
-    for s in range(0, len(feats), batch):
-        imgs.append(head.encode_image(torch.from_numpy(feats[s:s + batch].astype(np.float32))))
+    for s in range(0, len(split), batch):
+        parts = [encode_image(torch.from_numpy(split.images[v][s:s + batch].astype(np.float32)))
+                 for v in views]
+        imgs.append(F.normalize(torch.stack(parts).sum(0), dim=-1))
     for s in range(0, len(split.text_mean), batch):
         rows = np.arange(s, min(s + batch, len(split.text_mean)))
-        txts.append(head.encode_text(split.text_batch(rows)))
+        txts.append(encode_text(split.text_batch(rows)))
     return torch.cat(imgs).numpy(), torch.cat(txts).numpy()
 
 
-def score(head: FusionHead, split: SplitFeatures) -> dict[str, Any]:
-    image_vecs, text_vecs = embed_split(head, split)
+def score(head: torch.nn.Module, split: SplitFeatures,
+          views: Sequence[str] = ("center",)) -> dict[str, Any]:
+    image_vecs, text_vecs = embed_split(head, split, views)
     metrics: dict[str, Any] = retrieval_metrics(image_vecs, text_vecs, split.caption_image)
     metrics["mean_R@1"] = round(0.5 * (metrics["text_to_image"]["R@1"]
                                        + metrics["image_to_text"]["R@1"]), 2)
@@ -121,6 +129,10 @@ def train_head(head_config: HeadConfig, config: TrainConfig, train: SplitFeature
     torch.manual_seed(config.seed)
     rng = np.random.RandomState(config.seed)
     head = FusionHead(head_config)
+    if head_config.img_extra != "none":  # standardise the extra statistics on training data
+        extra = train.images["center"][:, head_config.image_features:].astype(np.float32)
+        head.image.extra_mean.copy_(torch.from_numpy(extra.mean(0)))
+        head.image.extra_std.copy_(torch.from_numpy(extra.std(0) + 1e-3))
     decay: list[torch.nn.Parameter] = []
     no_decay: list[torch.nn.Parameter] = []
     for name, p in head.named_parameters():
@@ -181,7 +193,7 @@ def train_head(head_config: HeadConfig, config: TrainConfig, train: SplitFeature
             step += 1
             total_loss += float(loss.item())
         scored = ema if ema is not None else head
-        metrics = score(scored, dev)
+        metrics = score(scored, dev, config.eval_views)
         metrics.update({"epoch": epoch, "loss": round(total_loss / steps_per_epoch, 4),
                         "temperature": round(1 / float(head.logit_scale.detach().exp()), 4),
                         "seconds": round(time.perf_counter() - start, 1)})
