@@ -40,12 +40,16 @@ DEFAULT_TEXT_TOWER: dict[str, Any] = {
 
 # The recipe measured best on the Flickr8k dev split (docs/fusion-head.md).
 DEFAULT_HEAD: dict[str, Any] = {
-    "dim": 512, "img_arch": "mlp", "img_norm": "sqrt", "img_hidden": 1024, "img_layers": 1,
-    "img_dropout": 0.1, "img_in_drop": 0.3, "txt_arch": "linear",
+    "dim": 512, "members": 4,
+    "img_arch": "mlp", "img_norm": "sqrt", "img_hidden": 1024, "img_layers": 1,
+    "img_dropout": 0.5, "img_in_drop": 0.3, "img_extra": "f96stat", "img_extra_scale": 0.3,
+    "txt_arch": "linear",
 }
 DEFAULT_TRAINING: dict[str, Any] = {
-    "epochs": 20, "batch_size": 256, "captions_per_image": 1, "lr": 1e-3,
-    "weight_decay": 0.01, "train_views": ["center", "flip"], "patience": 8, "seed": 0,
+    "epochs": 40, "batch_size": 256, "captions_per_image": 5, "lr": 1e-3,
+    "weight_decay": 0.01, "warmup_epochs": 1.0,
+    "train_views": ["center", "zoom", "flip", "crop_tl", "crop_br", "crop_center_flip"],
+    "eval_views": ["center", "flip"], "patience": 40, "seed": 0,
 }
 
 Report = Callable[[str, dict[str, Any]], None]
