@@ -267,6 +267,7 @@ def test_killed_worker_is_retried_and_the_index_is_complete(
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-3000:]
     assert killed, "no encoder actor was running to kill (the run finished too fast)"
+    assert out.lstrip().startswith("{"), f"stdout is not the JSON summary: {out[:2000]!r}"
     report = json.loads(out)
     assert report["added"] == 400 and report["skipped"] == 0
     check_store_invariants(index, 400)

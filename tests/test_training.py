@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import FLICKR, MOBILENET, needs_flickr
-from vlmsearch.encoders.head import FusionHead, HeadConfig, info_nce
+from vlmsearch.encoders.head import FusionHead, HeadConfig, build_head, info_nce
 from vlmsearch.encoders.towers import TextFeatures
 from vlmsearch.evaluation import retrieval_metrics
 
@@ -125,6 +125,7 @@ def trained_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict
             pairs_file=FLICKR / "captions.tsv", images_dir=FLICKR / "images",
             train_list=train_list, dev_list=dev_list, out=tmp / "bundle", name="test-bundle",
             training={"epochs": 8, "patience": 8, "train_views": ["center", "flip"]},
+            head={"members": 2},
             device="cpu")
     finally:
         if old_home is None:
@@ -161,13 +162,15 @@ def test_bundle_round_trip_and_eval_matches_training(
     folder, config, dev_list = trained_bundle
     enc = load_encoder(str(folder), device="cpu")
     again = load_encoder(f"bundle:{folder}", device="cpu")
-    assert enc.model_id == again.model_id and enc.dim == config["head"]["dim"]
+    head_cfg = HeadConfig.from_dict(config["head"])
+    assert enc.model_id == again.model_id
+    assert enc.dim == head_cfg.dim * head_cfg.members == 2 * head_cfg.dim
     texts = ["a dog runs on the grass", "two children playing in the water"]
     np.testing.assert_array_equal(enc.encode_texts(texts), again.encode_texts(texts))
     # the saved weights are exactly the trained ones
     state = load_file(str(folder / "head.safetensors"))
-    fresh = FusionHead(HeadConfig.from_dict(config["head"]))
-    fresh.load_state_dict(state)
+    fresh = build_head(head_cfg)
+    fresh.load_state_dict(state)  # strict: every trained tensor is there, nothing else
     # eval through the indexing path reproduces the dev metrics recorded at training time
     split = build_pairs(FLICKR / "captions.tsv", FLICKR / "images", dev_list)
     metrics = evaluate(enc, split)

@@ -69,6 +69,30 @@ def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
 
 
+@contextmanager
+def _stdout_kept_clean(enabled: bool) -> Iterator[None]:
+    """Send everything written to file descriptor 1 to stderr for a while, so that with
+    ``--json`` stdout holds only the JSON. Libraries that print from native code or background
+    threads (Ray's raylet messages about a retried worker, for one) would otherwise break
+    the output for scripts."""
+    if not enabled:
+        yield
+        return
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:  # no real descriptors (an embedding host): nothing to protect
+        yield
+        return
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _settings(**overrides: Any) -> Any:
     from .config import Settings
 
@@ -192,7 +216,7 @@ def index(
                              checkpoint_images=checkpoint)
         with Engine.open(index_dir, name=index_name, model=model, settings=settings,
                          reindex=reindex, db=db) as eng:
-            with _progress_bar(True, "Indexing") as progress:
+            with _progress_bar(True, "Indexing") as progress, _stdout_kept_clean(json_out):
                 report = eng.index(paths, exclude=exclude or (), include_hidden=include_hidden,
                                    progress=progress, engine=engine, ray=ray_options)  # type: ignore[arg-type]
             if json_out:

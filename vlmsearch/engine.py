@@ -164,6 +164,9 @@ class Engine:
             )
         encoder = encoder or cls._make_encoder(DEFAULT_MODEL, settings)
         dim = encoder.dim  # loads the model: fail before creating anything on disk
+        check = getattr(encoder, "check_available", None)
+        if check is not None:
+            check()
         with layout.write_lock():
             if not layout.exists():
                 manifest = Manifest(encoder.spec, encoder.model_id, dim,
@@ -269,7 +272,11 @@ class Engine:
             return
         from .encoders.onnx_text import cache_folder, export_cached
 
-        if not (cache_folder(self._encoder.model_id) / "meta.json").is_file():
+        try:
+            cached = (cache_folder(self._encoder.model_id) / "meta.json").is_file()
+        except OSError:  # an unreadable cache folder: export_cached logs and gives up
+            cached = False
+        if not cached:
             progress(Progress("exporting", 0, None))
             export_cached(self._encoder)
 

