@@ -179,3 +179,25 @@ def test_bundle_round_trip_and_eval_matches_training(
             config["dev_metrics"][direction]["R@1"], abs=1.0)
     saved = json.loads((folder / "bundle.json").read_text())
     assert saved["training"]["settings"]["seed"] == 0
+
+
+def test_misspelt_recipe_settings_are_refused(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from vlmsearch.cli import app
+
+    for name in ("pairs.tsv", "train.txt", "dev.txt"):
+        (tmp_path / name).write_text("")
+    (tmp_path / "photos").mkdir()
+    args = ["train", "--pairs", str(tmp_path / "pairs.tsv"), "--images", str(tmp_path / "photos"),
+            "--train-list", str(tmp_path / "train.txt"), "--dev-list", str(tmp_path / "dev.txt"),
+            "--out", str(tmp_path / "bundle"), "--config", str(tmp_path / "recipe.json")]
+    cases = {'{"head": {"dims": 256}}': "'dims'",
+             '{"training": {"epoch": 3}}': "'epoch'",
+             '{"heads": {}}': "only the keys"}
+    for recipe, expected in cases.items():
+        (tmp_path / "recipe.json").write_text(recipe)
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (recipe, result.output)
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "bundle").exists()

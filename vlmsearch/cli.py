@@ -474,7 +474,7 @@ def train(
     --model (features are cached, so re-runs are cheap)."""
 
     def body() -> None:
-        from .errors import InputError
+        from .errors import InputError, UsageError
         from .training.bundle_train import train_bundle
 
         overrides: dict[str, Any] = {}
@@ -483,6 +483,10 @@ def train(
                 overrides = json.loads(config.read_text(encoding="utf-8"))
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot read --config {config}: {exc}") from exc
+            sections = {"head", "training", "image_tower", "text_tower"}
+            if not isinstance(overrides, dict) or set(overrides) - sections:
+                raise UsageError(f"--config {config} must be a JSON object with only the "
+                                 f"keys {', '.join(sorted(sections))}")
         training = dict(overrides.get("training", {}))
         if epochs is not None:
             training["epochs"] = epochs

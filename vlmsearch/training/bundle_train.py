@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +69,15 @@ def load_split(towers: Towers, pairs: PairSet, *, views: list[str], head: HeadCo
     return SplitFeatures(images, texts.mean, texts.tokens, texts.mask, pairs.caption_image)
 
 
+def _reject_unknown(section: str, given: dict[str, Any], cls: type) -> None:
+    """A misspelt setting must not silently fall back to the default."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise UsageError(f"unknown {section} setting(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(known))}")
+
+
 def train_bundle(
     *,
     pairs_file: Path,
@@ -87,6 +96,8 @@ def train_bundle(
     """Train a head and write the bundle to ``out``; returns the bundle config."""
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; pick a new --out folder")
+    _reject_unknown("head", head or {}, HeadConfig)
+    _reject_unknown("training", training or {}, TrainConfig)
     head_cfg = HeadConfig.from_dict({**DEFAULT_HEAD, **(head or {})})
     train_cfg = TrainConfig.from_dict({**DEFAULT_TRAINING, **(training or {})})
     image_cfg = image_tower or DEFAULT_IMAGE_TOWER
