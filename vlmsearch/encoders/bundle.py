@@ -137,11 +137,13 @@ def read_config(folder: Path) -> dict[str, Any]:
 
 def write_bundle(folder: Path, config: dict[str, Any], state: dict[str, Any]) -> None:
     """Write ``bundle.json`` and ``head.safetensors`` (the head's state dict)."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    save_file(tensors, str(folder / HEAD_FILE))
+    # bytes written by us, not save_file: that creates the file owner-only (0600), and a
+    # bundle must be readable by everyone who can read its folder
+    (folder / HEAD_FILE).write_bytes(save(tensors))
     (folder / BUNDLE_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
