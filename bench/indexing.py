@@ -117,11 +117,21 @@ def bench_naive(paths: list[Path], model: str) -> float:
         preprocess = transforms.Compose([
             transforms.Resize(spec.resize), transforms.CenterCrop(spec.size),
             transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
-        head = enc._head_module()  # type: ignore[attr-defined]
-        tower = enc._image()  # type: ignore[attr-defined]
+        from vlmsearch.encoders.head import HeadConfig
+        from vlmsearch.encoders.towers import image_form
 
-        def encode(x: torch.Tensor) -> torch.Tensor:
-            return head.encode_image(tower(x))
+        head = enc.head()  # type: ignore[attr-defined]
+        tower = enc.towers.image_tower()  # type: ignore[attr-defined]
+        form = HeadConfig.from_dict(enc.config["head"]).image_input  # type: ignore[attr-defined]
+        views = enc.views  # type: ignore[attr-defined]
+
+        def encode(x: torch.Tensor) -> torch.Tensor:  # the bundle's own views, e.g. + mirrored
+            out = torch.zeros(())
+            for view in views:
+                v = x.flip(3) if view == "flip" else x
+                fmap, stats = tower.forward_with_stats(v)
+                out = out + head.encode_image(image_form(fmap, stats, form))
+            return out
 
     with torch.inference_mode():
         encode(preprocess(Image.open(paths[0]).convert("RGB")).unsqueeze(0))

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from tests.imagegen import make_image
 from vlmsearch import Engine
 from vlmsearch.encoders.clip_tokenizer import ClipTokenizer
-from vlmsearch.encoders.onnx_text import cache_folder, load_cached
+from vlmsearch.encoders.onnx_text import cache_folder, load_cached, preload_for_index
 from vlmsearch.encoders.registry import load_encoder
 
 pytest.importorskip("onnxruntime")
@@ -67,6 +67,37 @@ def test_index_exports_text_side_and_queries_skip_torch(tiny_clip_spec: str,
     with Engine.open(tmp_path / "index", create=False) as eng:
         eng.encoder  # noqa: B018 - force the torch path for comparison
         assert [h.path for h in eng.search(text="a green picture", k=3)] == result["paths"]
+    # the CLI starts building the ONNX session before it imports the engine: same answer
+    cli = subprocess.run([sys.executable, "-m", "vlmsearch.cli", "query", "a green picture",
+                          "--index-dir", str(tmp_path / "index"), "--top-k", "3", "--json"],
+                         capture_output=True, text=True, check=True)
+    assert [h["path"] for h in json.loads(cli.stdout)] == result["paths"]
+    preload_for_index(tmp_path / "index")
+    preloaded = load_cached(model_id)
+    assert preloaded is not None and preloaded is not fast
+    np.testing.assert_allclose(preloaded.encode_texts(texts), torch_vecs, atol=2e-5)
+    preload_for_index(tmp_path / "nothing-here")  # no index: silently nothing to do
+
+
+def test_index_files_and_caches_are_readable_by_others(tiny_clip_spec: str,
+                                                       tmp_path: Path) -> None:
+    """Temp files are created owner-only; what replaces the real files must not stay so, or a
+    shared index (or its text-encoder cache) is unreadable for everyone else."""
+    import os
+
+    old = os.umask(0o022)
+    try:
+        make_image(tmp_path / "photos" / "red.png", "red")
+        with Engine.open(tmp_path / "index", model=tiny_clip_spec) as eng:
+            eng.index([tmp_path / "photos"])
+            cache = cache_folder(eng.manifest.model_id)
+    finally:
+        os.umask(old)
+    for path in [*(tmp_path / "index").iterdir(), cache, *cache.iterdir()]:
+        if path.name == "write.lock":
+            continue
+        mode = path.stat().st_mode & 0o777
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
 
 
 def test_models_that_cannot_be_exported_still_work(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ..config import index_home
+from ..store.atomic import default_mode
 
 log = logging.getLogger("vlmsearch.onnx")
 
@@ -62,6 +64,11 @@ class OnnxTextEncoder:
         options.log_severity_level = 3
         # the ORT-format file is already optimised and loads without copying its buffer
         options.add_session_config_entry("session.use_ort_model_bytes_directly", "1")
+        # A query runs the graph once or twice: pre-packing the weights for faster matrix
+        # products and a memory arena cost more at session start than they save
+        # (measured: session 0.70 -> 0.49 s for ViT-B-32's text side, a run +0.02 s).
+        options.add_session_config_entry("session.disable_prepacking", "1")
+        options.enable_cpu_mem_arena = False
         self._session = ort.InferenceSession(str(folder / RUNTIME_FILE), options,
                                              providers=["CPUExecutionProvider"])
         tok = meta["tokenizer"]
@@ -114,8 +121,47 @@ class OnnxTextEncoder:
         return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
 
+class _Preload(threading.Thread):
+    def __init__(self, model_id: str) -> None:
+        super().__init__(name="vlmsearch-text-preload", daemon=True)
+        self.model_id = model_id
+        self.result: OnnxTextEncoder | None = None
+
+    def run(self) -> None:
+        self.result = _load(self.model_id)
+
+
+_preloads: dict[str, _Preload] = {}
+
+
+def preload_for_index(index_dir: Path) -> None:
+    """Start building the cached text encoder of the index at ``index_dir`` in a background
+    thread, so that the ~1 s ONNX Runtime spends creating the session overlaps with importing
+    and opening the index (it releases the GIL). :func:`load_cached` collects it. Does nothing
+    when the index, its manifest or a cached export is missing: the normal path reports those.
+    """
+    try:
+        meta = json.loads((index_dir / "manifest.json").read_text(encoding="utf-8"))
+        model_id = str(meta["model"]["id"])
+        if model_id in _preloads or not (cache_folder(model_id) / META_FILE).is_file():
+            return
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    thread = _Preload(model_id)
+    _preloads[model_id] = thread
+    thread.start()
+
+
 def load_cached(model_id: str) -> OnnxTextEncoder | None:
     """The exported text encoder for ``model_id``, if one is cached and usable here."""
+    pending = _preloads.pop(model_id, None)
+    if pending is not None:
+        pending.join()
+        return pending.result
+    return _load(model_id)
+
+
+def _load(model_id: str) -> OnnxTextEncoder | None:
     folder = cache_folder(model_id)
     meta_path = folder / META_FILE
     try:
@@ -159,6 +205,7 @@ def export_cached(encoder: Any) -> Path | None:
         meta = {"format": FORMAT, "model_id": model_id, "spec": encoder.spec,
                 "dim": encoder.dim, "tokenizer": tokenizer}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        os.chmod(tmp, default_mode(0o777))  # mkdtemp made it owner-only
         try:
             os.replace(tmp, folder)
         except OSError:  # another process exported it meanwhile

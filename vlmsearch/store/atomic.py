@@ -23,12 +23,26 @@ def replace_atomically(target: Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        # mkstemp makes the file owner-only; the result must get the mode any new file gets
+        # (or keep the one it replaces), or other users could not read a shared index
+        try:
+            mode = target.stat().st_mode & 0o7777
+        except OSError:
+            mode = default_mode(0o666)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def default_mode(requested: int) -> int:
+    """``requested`` as the process umask lets a newly created file or folder have it."""
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return requested & ~mask
 
 
 def write_json_atomically(target: Path, data: dict[str, Any]) -> None:

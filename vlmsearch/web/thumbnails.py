@@ -30,6 +30,7 @@ from pathlib import Path
 from PIL import Image
 
 from ..decode import open_image
+from ..store.atomic import default_mode
 
 THUMB_SIZE = 384
 """The longer side of a thumbnail, in pixels (grid cells are about 200 CSS px, so this stays
@@ -100,6 +101,7 @@ class ThumbnailCache:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(jpeg)
             os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            os.chmod(tmp, default_mode(0o666))  # mkstemp made it owner-only
             os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(OSError):
