@@ -95,3 +95,25 @@ def test_missing_tower_weights_give_one_clear_message(monkeypatch: pytest.Monkey
     assert "VLMSEARCH_WEIGHTS_PATH" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "i").exists()  # nothing created for a model that cannot load
+
+
+@pytest.mark.slow
+def test_draft_decoding_keeps_the_embeddings(tmp_path: Path) -> None:
+    """Camera-sized JPEGs are decoded in draft mode (DCT scaling) straight to about the model's
+    input size; the embeddings must match full decoding (docs/benchmarks.md has the recall on
+    all 1,000 dev images)."""
+
+    from bench.draft_quality import camera_copy, compare
+    from vlmsearch.decode import open_image
+    from vlmsearch.pairs import build_pairs
+
+    copy = camera_copy(FLICKR / "images" / (FLICKR / "dev.txt").read_text().split()[0], 4)
+    drafted, full_size = open_image(copy, max_pixels=10**8, min_side=224)
+    assert full_size == (896, 896) and drafted.size == (224, 224)  # draft mode really ran
+    names = (FLICKR / "dev.txt").read_text().split()[:120]
+    (tmp_path / "list.txt").write_text("\n".join(names) + "\n")
+    pairs = build_pairs(FLICKR / "captions.tsv", FLICKR / "images", tmp_path / "list.txt")
+    result = compare(NAME, pairs, scale=4, recall=False, device="cpu")
+    assert result["images"] == 120
+    assert result["cosine"]["mean"] >= 0.99, result["cosine"]
+    assert result["cosine"]["min"] >= 0.95, result["cosine"]
