@@ -52,7 +52,7 @@ def test_index_exports_text_side_and_queries_skip_torch(tiny_clip_spec: str,
         torch_vecs = eng.encoder.encode_texts(texts)
     fast = load_cached(model_id)
     assert fast is not None and (cache_folder(model_id) / "text.ort").is_file()
-    np.testing.assert_allclose(fast.encode_texts(texts), torch_vecs, atol=2e-5)
+    _assert_same_vectors(fast.encode_texts(texts), torch_vecs)
     assert fast.count_text_tokens("x " * 100) > fast.text_token_limit == 77
     # a fresh process answers a text query without importing torch, same results
     code = ("import sys, json; from vlmsearch import Engine;"
@@ -75,8 +75,16 @@ def test_index_exports_text_side_and_queries_skip_torch(tiny_clip_spec: str,
     preload_for_index(tmp_path / "index")
     preloaded = load_cached(model_id)
     assert preloaded is not None and preloaded is not fast
-    np.testing.assert_allclose(preloaded.encode_texts(texts), torch_vecs, atol=2e-5)
+    _assert_same_vectors(preloaded.encode_texts(texts), torch_vecs)
     preload_for_index(tmp_path / "nothing-here")  # no index: silently nothing to do
+
+
+def _assert_same_vectors(fast: np.ndarray, reference: np.ndarray) -> None:
+    """The exported graph keeps its big weights in half precision (float32 arithmetic): rows
+    agree to a cosine of 0.9999 and no value moves by more than 1e-3."""
+    cosine = np.sum(fast * reference, axis=1)
+    assert cosine.min() > 0.9999, cosine
+    np.testing.assert_allclose(fast, reference, atol=1e-3)
 
 
 def test_index_files_and_caches_are_readable_by_others(tiny_clip_spec: str,
