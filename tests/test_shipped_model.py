@@ -117,3 +117,24 @@ def test_draft_decoding_keeps_the_embeddings(tmp_path: Path) -> None:
     assert result["images"] == 120
     assert result["cosine"]["mean"] >= 0.99, result["cosine"]
     assert result["cosine"]["min"] >= 0.95, result["cosine"]
+
+
+def test_onnx_image_tower_matches_torch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """On CPU the bundle's MobileNetV2 runs in ONNX Runtime (exported once into the cache);
+    its embeddings must be the torch ones."""
+    import numpy as np
+
+    from vlmsearch.decode import decode_file
+    from vlmsearch.encoders.registry import load_encoder
+
+    monkeypatch.setenv("VLMSEARCH_HOME", str(tmp_path / "home"))
+    names = (FLICKR / "dev.txt").read_text().split()[:8]
+    fast = load_encoder(NAME, device="cpu")
+    pixels = np.stack([decode_file(str(FLICKR / "images" / n), fast.image_spec,
+                                   max_pixels=10**8).pixels for n in names])
+    got = fast.encode_images(pixels)
+    assert list((tmp_path / "home" / ".cache" / "image-onnx").glob("*/image.ort"))
+    monkeypatch.setenv("VLMSEARCH_TORCH_IMAGES", "1")
+    expected = load_encoder(NAME, device="cpu").encode_images(pixels)
+    assert np.sum(got * expected, axis=1).min() > 0.99999
+    np.testing.assert_allclose(got, expected, atol=1e-5)

@@ -197,7 +197,7 @@ def export_cached(encoder: Any) -> Path | None:
         if tokenizer is None:
             return None
         _store_weights_in_half(tmp / MODEL_FILE)
-        _to_runtime_format(tmp / MODEL_FILE, tmp / RUNTIME_FILE)
+        to_runtime_format(tmp / MODEL_FILE, tmp / RUNTIME_FILE)
         (tmp / MODEL_FILE).unlink()
         if tokenizer["kind"] == "clip-bpe":
             from .clip_tokenizer import ClipTokenizer
@@ -252,7 +252,7 @@ def _store_weights_in_half(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def _to_runtime_format(source: Path, target: Path) -> None:
+def to_runtime_format(source: Path, target: Path) -> None:
     """Optimise the graph once and save it in ONNX Runtime's own format, which sessions load
     several times faster than ``.onnx`` protobuf (no parsing, no re-optimising). Constant
     folding stays off: it would turn the half-precision weights back into float32 ones."""
