@@ -10,13 +10,10 @@ off; any failure falls back to torch.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,13 +21,17 @@ from typing import Any
 import numpy as np
 
 from ..config import index_home
-from ..store.atomic import default_mode
-from .onnx_text import export_module, onnxruntime_available, to_runtime_format
+from .onnx_text import (
+    META_FILE,
+    export_module,
+    onnxruntime_available,
+    staging_folder,
+    to_runtime_format,
+)
 
 log = logging.getLogger("vlmsearch.onnx")
 
 RUNTIME_FILE = "image.ort"
-META_FILE = "meta.json"
 FORMAT = 1
 FORMS = ("pool", "pool+f96stat")
 
@@ -94,9 +95,7 @@ def _export(module: Any, tower_id: str, form: str, size: int, folder: Path) -> N
                 return image_form(fmap, stats, form)
             return image_form(self.tower(x), None, form)
 
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
-    try:
+    with staging_folder(folder) as tmp:
         features = Features().eval().to("cpu")
         probe = torch.randn(4, 3, size, size, generator=torch.Generator().manual_seed(0))
         export_module(features, (probe[:2],), ["pixels"], tmp / "image.onnx",
@@ -111,8 +110,3 @@ def _export(module: Any, tower_id: str, form: str, size: int, folder: Path) -> N
                              f"(max difference {float(np.abs(got - expected).max()):.2g})")
         meta = {"format": FORMAT, "tower": tower_id, "form": form, "size": size}
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        os.chmod(tmp, default_mode(0o777))
-        with contextlib.suppress(OSError):  # another process exported it meanwhile
-            os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

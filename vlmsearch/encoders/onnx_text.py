@@ -13,6 +13,7 @@ use the torch model as before.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -20,7 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -187,35 +188,40 @@ def export_cached(encoder: Any) -> Path | None:
     try:
         if (folder / META_FILE).is_file():
             return folder
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
-    except OSError as exc:  # e.g. a read-only or someone else's cache: queries still work
-        log.warning("cannot use the text-encoder cache in %s: %s", folder.parent, exc)
-        return None
-    try:
-        tokenizer = export(tmp)
-        if tokenizer is None:
-            return None
-        _store_weights_in_half(tmp / MODEL_FILE)
-        to_runtime_format(tmp / MODEL_FILE, tmp / RUNTIME_FILE)
-        (tmp / MODEL_FILE).unlink()
-        if tokenizer["kind"] == "clip-bpe":
-            from .clip_tokenizer import ClipTokenizer
+        with staging_folder(folder) as tmp:
+            tokenizer = export(tmp)
+            if tokenizer is None:
+                return None
+            _store_weights_in_half(tmp / MODEL_FILE)
+            to_runtime_format(tmp / MODEL_FILE, tmp / RUNTIME_FILE)
+            (tmp / MODEL_FILE).unlink()
+            if tokenizer["kind"] == "clip-bpe":
+                from .clip_tokenizer import ClipTokenizer
 
-            ClipTokenizer(cache_file=tmp / TOKENIZER_CACHE)  # writes the parsed vocabulary
-        meta = {"format": FORMAT, "model_id": model_id, "spec": encoder.spec,
-                "dim": encoder.dim, "tokenizer": tokenizer}
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        os.chmod(tmp, default_mode(0o777))  # mkdtemp made it owner-only
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process exported it meanwhile
-            return folder if (folder / META_FILE).is_file() else None
-        return folder
-    except Exception as exc:
+                ClipTokenizer(cache_file=tmp / TOKENIZER_CACHE)  # writes the parsed vocabulary
+            meta = {"format": FORMAT, "model_id": model_id, "spec": encoder.spec,
+                    "dim": encoder.dim, "tokenizer": tokenizer}
+            (tmp / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    except Exception as exc:  # e.g. a read-only or someone else's cache: queries still work
         log.warning("could not export the text encoder of %s for fast queries: %s",
                     encoder.spec, exc)
         return None
+    return folder if (folder / META_FILE).is_file() else None
+
+
+@contextlib.contextmanager
+def staging_folder(folder: Path) -> Iterator[Path]:
+    """A temp folder beside ``folder`` to export into. If the block leaves a ``meta.json`` in
+    it, it takes ``folder``'s place, readable by everyone (when another process published
+    first, theirs stays); in every case the temp folder is gone afterwards."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=folder.parent))
+    try:
+        yield tmp
+        if (tmp / META_FILE).is_file():
+            os.chmod(tmp, default_mode(0o777))  # mkdtemp made it owner-only
+            with contextlib.suppress(OSError):
+                os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
