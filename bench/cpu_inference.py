@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from vlmsearch.decode import decode_file  # noqa: E402
 from vlmsearch.encoders.torchutil import pixels_to_tensor  # noqa: E402
+from vlmsearch.encoders.towers import tower_features  # noqa: E402
 
 FLICKR = Path(os.environ.get("VLMSEARCH_SHARED", REPO.parent / "shared")) / "data/flickr8k/images"
 
@@ -117,8 +118,7 @@ class _MobileNet(torch.nn.Module):
         self.tower = tower
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fmap, stats = self.tower.forward_with_stats(x)
-        return torch.cat([fmap.mean(dim=(2, 3)), stats], 1)
+        return tower_features(self.tower, x, "pool+f96stat")  # what the shipped head reads
 
 
 def towers() -> dict[str, tuple[torch.nn.Module, Any, bool]]:

@@ -118,7 +118,7 @@ def bench_naive(paths: list[Path], model: str) -> float:
             transforms.Resize(spec.resize), transforms.CenterCrop(spec.size),
             transforms.ToTensor(), transforms.Normalize(spec.mean, spec.std)])
         from vlmsearch.encoders.head import HeadConfig
-        from vlmsearch.encoders.towers import image_form
+        from vlmsearch.encoders.towers import tower_features
 
         head = enc.head()  # type: ignore[attr-defined]
         tower = enc.towers.image_tower()  # type: ignore[attr-defined]
@@ -129,8 +129,7 @@ def bench_naive(paths: list[Path], model: str) -> float:
             out = torch.zeros(())
             for view in views:
                 v = x.flip(3) if view == "flip" else x
-                fmap, stats = tower.forward_with_stats(v)
-                out = out + head.encode_image(image_form(fmap, stats, form))
+                out = out + head.encode_image(tower_features(tower, v, form))
             return out
 
     with torch.inference_mode():

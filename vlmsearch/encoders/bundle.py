@@ -147,6 +147,12 @@ def write_bundle(folder: Path, config: dict[str, Any], state: dict[str, Any]) ->
     (folder / BUNDLE_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
+def vector_dim(head: dict[str, Any]) -> int:
+    """Values per vector of a bundle's head config (``HeadConfig.out_dim``, computed here from
+    the JSON so that listing bundles and opening indexes never import torch)."""
+    return int(head["dim"]) * int(head.get("members", 1))
+
+
 def shipped_bundles() -> list[dict[str, Any]]:
     """Entries for ``vlmsearch models``: the bundles that ship with vlmsearch."""
     out = []
@@ -155,7 +161,7 @@ def shipped_bundles() -> list[dict[str, Any]]:
         out.append({
             "spec": config["name"],
             "kind": "bundle",
-            "dim": int(config["head"]["dim"]) * int(config["head"].get("members", 1)),
+            "dim": vector_dim(config["head"]),
             "available": _towers_present(config),
             "towers": {"image": config["image_tower"].get("type"),
                        "text": config["text_tower"].get("type")},
@@ -265,7 +271,7 @@ class Towers:
         """What the image tower gives a head for a batch of model-ready pixels, in one of
         ``towers.IMAGE_FORMS``."""
         from .torchutil import inference, pixels_to_tensor
-        from .towers import image_form
+        from .towers import tower_features
 
         device = self.device()
         x = pixels_to_tensor(pixels, self.image_spec, device)
@@ -275,12 +281,8 @@ class Towers:
                 import torch
 
                 return torch.from_numpy(fast(x.contiguous().numpy()))
-        tower = self.image_tower()
         with inference(device):
-            if form == "pool+f96stat":
-                fmap, stats = tower.forward_with_stats(x)
-                return image_form(fmap.float(), stats.float(), form)
-            return image_form(tower(x).float(), None, form)
+            return tower_features(self.image_tower(), x, form)
 
     def _onnx_image(self, form: str) -> Any:
         """The tower in ONNX Runtime for ``form`` (faster on CPU; see ``onnx_image``)."""
@@ -326,8 +328,7 @@ class BundleEncoder:
 
     @property
     def dim(self) -> int:
-        head = self.config["head"]
-        return int(head["dim"]) * int(head.get("members", 1))
+        return vector_dim(self.config["head"])
 
     @property
     def views(self) -> list[str]:

@@ -48,13 +48,12 @@ def cache_folder(tower_id: str, form: str, size: int) -> Path:
 class OnnxImageTower:
     """``__call__``: normalised N×3×S×S float32 pixels → the tower's features for the form."""
 
-    def __init__(self, folder: Path, size: int) -> None:
+    def __init__(self, folder: Path) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         options.log_severity_level = 3
-        self.size = size
         self._session = ort.InferenceSession(str(folder / RUNTIME_FILE), options,
                                              providers=["CPUExecutionProvider"])
 
@@ -73,7 +72,7 @@ def load_or_export(tower: Callable[[], Any], tower_id: str, form: str,
         if not (folder / META_FILE).is_file():
             _export(tower(), tower_id, form, size, folder)
         if (folder / META_FILE).is_file():
-            return OnnxImageTower(folder, size)
+            return OnnxImageTower(folder)
     except Exception as exc:  # never worse than torch: log and fall back
         log.warning("running the image tower with torch (ONNX Runtime unavailable: %s)", exc)
     return None
@@ -82,7 +81,7 @@ def load_or_export(tower: Callable[[], Any], tower_id: str, form: str,
 def _export(module: Any, tower_id: str, form: str, size: int, folder: Path) -> None:
     import torch
 
-    from .towers import image_form
+    from .towers import tower_features
 
     class Features(torch.nn.Module):
         def __init__(self) -> None:
@@ -90,10 +89,7 @@ def _export(module: Any, tower_id: str, form: str, size: int, folder: Path) -> N
             self.tower = module
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if form == "pool+f96stat":
-                fmap, stats = self.tower.forward_with_stats(x)
-                return image_form(fmap, stats, form)
-            return image_form(self.tower(x), None, form)
+            return tower_features(self.tower, x, form)
 
     with staging_folder(folder) as tmp:
         features = Features().eval().to("cpu")
@@ -104,7 +100,7 @@ def _export(module: Any, tower_id: str, form: str, size: int, folder: Path) -> N
         (tmp / "image.onnx").unlink()
         with torch.inference_mode():
             expected = features(probe).numpy()
-        got = OnnxImageTower(tmp, size)(probe.numpy())
+        got = OnnxImageTower(tmp)(probe.numpy())
         if not np.allclose(got, expected, rtol=1e-3, atol=1e-3):
             raise ValueError("the exported tower disagrees with torch "
                              f"(max difference {float(np.abs(got - expected).max()):.2g})")

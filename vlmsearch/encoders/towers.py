@@ -112,6 +112,14 @@ def image_form(fmap: torch.Tensor, stats: torch.Tensor | None, form: str) -> tor
     raise ValueError(f"unknown image feature form {form!r}")
 
 
+def tower_features(tower: MobileNetV2Tower, x: torch.Tensor, form: str) -> torch.Tensor:
+    """Run ``tower`` on normalised pixels and return ``form`` of its output (float32)."""
+    if form == "pool+f96stat":
+        fmap, stats = tower.forward_with_stats(x)
+        return image_form(fmap.float(), stats.float(), form)
+    return image_form(tower(x).float(), None, form)
+
+
 class SentenceTransformerTower(nn.Module):
     """Frozen BERT-style encoder from a sentence-transformers folder: texts → token features."""
 
@@ -134,12 +142,6 @@ class SentenceTransformerTower(nn.Module):
         if bad:
             raise ValueError(f"extra_layers {bad} outside 0..{depth} (0 = the embeddings)")
         self.eval().requires_grad_(False)
-
-    @property
-    def mean_dim(self) -> int:
-        """Width of ``TextFeatures.mean``: the sentence embedding plus one block per extra
-        layer."""
-        return self.dim * (1 + len(self.extra_layers))
 
     def tokenize(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
         batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_tokens,
