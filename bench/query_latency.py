@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from vlmsearch import Engine, Settings  # noqa: E402
-from vlmsearch.store.metadata import IndexedFile  # noqa: E402
+from vlmsearch.store.records import IndexedFile  # noqa: E402
 from vlmsearch.store.vectors import VectorIndex  # noqa: E402
 
 DIM = 512
@@ -108,8 +108,9 @@ def build_index(folder: Path, n: int, model: str, centres: np.ndarray) -> Path:
             rows = [IndexedFile(f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg", 3_000_000, 0,
                                 f"{i:032x}", 4000, 3000, vecs[i])
                     for i in range(start, min(n, start + chunk))]
-            eng.store.apply(rows)
-        eng._save("image")
+            eng._handle.store.apply(rows)
+        eng._handle.vectors.save("image")
+        eng.warm_up()
         eng._export_fast_text()
     return index_dir
 

@@ -17,6 +17,8 @@ FLICKR = SHARED / "data" / "flickr8k"
 MOBILENET = SHARED / "models" / "mobilenet_v2_imagenet" / "model.safetensors"
 TINY_CLIP_CONFIG = Path(__file__).parent / "data" / "tiny-clip.json"
 
+pytest_plugins = ["tests.skip_policy"]
+
 
 @pytest.fixture(autouse=True)
 def isolated_home(

@@ -173,3 +173,34 @@ def test_help_does_not_import_torch() -> None:
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_commands_on_an_index_accept_its_model_and_refuse_another(
+    colour_tree: Path, tmp_path: Path
+) -> None:
+    run("index", colour_tree, "--model", "fake")
+    texts = tmp_path / "t.txt"
+    texts.write_text("a red square\n")
+    for command in (["query", "red"], ["info"], ["add-texts", texts],
+                    ["serve", "--port", "0"]):
+        if command[0] != "serve":  # serve would run until stopped: only the refusal is tried
+            code, out, err = run(*command, "--model", "fake")
+            assert code == 0, (command, err)
+        code, out, err = run(*command, "--model", "fake:48")
+        assert code == 1, command
+        assert "built with model 'fake'" in err and "--reindex" in err, (command, err)
+        assert "No such option" not in err and "Traceback" not in err + out
+
+
+def test_results_table_off_a_terminal_never_splits_a_path(tmp_path: Path) -> None:
+    deep = tmp_path / ("a-rather-long-folder-name-" * 3) / "and-deeper-still" / "photos"
+    for colour in ("red", "green", "blue"):
+        make_image(deep / f"a {colour} picture with a long file name.png", colour)
+    env = dict(os.environ)
+    subprocess.run([sys.executable, "-m", "vlmsearch.cli", "index", str(deep), "--model", "fake"],
+                   check=True, capture_output=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "vlmsearch.cli", "query", "red"],
+                          capture_output=True, text=True, env={**env, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if "picture" in line]
+    assert len(lines) == 3 and all(str(deep) in line for line in lines), done.stdout

@@ -71,10 +71,10 @@ def check_invariants(index: Path, expected_files: int) -> None:
         unused = conn.execute("select count(*) from vectors v where not exists "
                               "(select 1 from files f where f.digest = v.digest)").fetchone()[0]
         assert (orphans, unused) == (0, 0)
-    with Engine.open(index, create=False) as eng, eng.store.read() as conn:
-        vectors, _ = eng._refresh("image", conn, writable=True, reload=True)
+    with Engine.open(index, create=False) as eng, eng._handle.store.read() as conn:
+        vectors, _ = eng._handle.vectors.current("image", conn, writable=True, reload=True)
         np.testing.assert_array_equal(np.sort(vectors.ids()),
-                                      np.sort(eng.store.live_ids("image", conn)))
+                                      np.sort(eng._handle.store.live_ids("image", conn)))
 
 
 def test_sigkill_at_random_points_loses_nothing(tmp_path: Path) -> None:

@@ -17,10 +17,10 @@ from vlmsearch import (
     ImageError,
     IndexNotFoundError,
     ModelMismatchError,
+    Progress,
     Settings,
     UsageError,
 )
-from vlmsearch.indexer import Progress
 
 
 def _open(tmp_path: Path, **kwargs: object) -> Engine:
@@ -228,9 +228,9 @@ def test_vectors_match_store_after_many_updates(tmp_path: Path, colour_tree: Pat
             if i == 1:
                 eng.remove([colour_tree / "extra1.png"])
                 (colour_tree / "extra1.png").unlink()
-    with _open(tmp_path) as eng, eng.store.read() as conn:
-        index, _ = eng._refresh("image", conn, writable=True, reload=True)
-        live = np.sort(eng.store.live_ids("image", conn))
+    with _open(tmp_path) as eng, eng._handle.store.read() as conn:
+        index, _ = eng._handle.vectors.current("image", conn, writable=True, reload=True)
+        live = np.sort(eng._handle.store.live_ids("image", conn))
         np.testing.assert_array_equal(np.sort(index.ids()), live)
         assert len(live) == 8
 
@@ -238,7 +238,7 @@ def test_vectors_match_store_after_many_updates(tmp_path: Path, colour_tree: Pat
 def test_stale_or_missing_faiss_file_is_repaired(tmp_path: Path, colour_tree: Path) -> None:
     with _open(tmp_path) as eng:
         eng.index([colour_tree])
-        faiss_file = eng.layout.vector_path("image")
+        faiss_file = eng._handle.layout.vector_path("image")
     faiss_file.unlink()
     with _open(tmp_path) as eng:
         assert eng.search(text="red", k=1)[0].path.endswith("red.jpg")
@@ -269,7 +269,7 @@ def test_large_collection_switches_to_approximate_index(tmp_path: Path) -> None:
         eng.index([root])
         info = eng.info()
         assert info.index_type.startswith("IVF") and info.images == 261
-        assert eng.manifest.vectors["image"].recall_at_10 is not None
+        assert eng.info().recall_at_10 is not None
     with _open(tmp_path, settings=settings) as eng:  # read-only, memory-mapped search
         assert eng.search(text="pink", k=1)[0].path.endswith("target.png")
         eng.remove([root / "target.png"])

@@ -47,9 +47,9 @@ def test_index_exports_text_side_and_queries_skip_torch(tiny_clip_spec: str,
         make_image(tmp_path / "photos" / f"{c}.png", c)
     with Engine.open(tmp_path / "index", model=tiny_clip_spec) as eng:
         eng.index([tmp_path / "photos"])
-        model_id = eng.manifest.model_id
+        model_id = eng.info().model_id
         texts = ["a red square", "something else entirely", "x" * 2000]
-        torch_vecs = eng.encoder.encode_texts(texts)
+        torch_vecs = eng._model.full.encode_texts(texts)
     fast = load_cached(model_id)
     assert fast is not None and (cache_folder(model_id) / "text.ort").is_file()
     _assert_same_vectors(fast.encode_texts(texts), torch_vecs)
@@ -65,7 +65,7 @@ def test_index_exports_text_side_and_queries_skip_torch(tiny_clip_spec: str,
     result = json.loads(out.stdout)
     assert result["torch"] is False
     with Engine.open(tmp_path / "index", create=False) as eng:
-        eng.encoder  # noqa: B018 - force the torch path for comparison
+        eng.warm_up()  # force the torch path for comparison
         assert [h.path for h in eng.search(text="a green picture", k=3)] == result["paths"]
     # the CLI starts building the ONNX session before it imports the engine: same answer
     cli = subprocess.run([sys.executable, "-m", "vlmsearch.cli", "query", "a green picture",
@@ -98,7 +98,7 @@ def test_index_files_and_caches_are_readable_by_others(tiny_clip_spec: str,
         make_image(tmp_path / "photos" / "red.png", "red")
         with Engine.open(tmp_path / "index", model=tiny_clip_spec) as eng:
             eng.index([tmp_path / "photos"])
-            cache = cache_folder(eng.manifest.model_id)
+            cache = cache_folder(eng.info().model_id)
     finally:
         os.umask(old)
     for path in [*(tmp_path / "index").iterdir(), cache, *cache.iterdir()]:
@@ -115,5 +115,5 @@ def test_models_that_cannot_be_exported_still_work(tmp_path: Path) -> None:
         make_image(tmp_path / "p" / f"{c}.png", c)
     with Engine.open(tmp_path / "i", model="fake") as eng:
         eng.index([tmp_path / "p"])
-        assert load_cached(eng.manifest.model_id) is None
+        assert load_cached(eng.info().model_id) is None
         assert eng.search(text="red", k=1)[0].path.endswith("red.png")

@@ -90,7 +90,7 @@ def build_hostile_tree(root: Path) -> dict[str, str]:
 def _index(eng: Engine, root: Path) -> dict[str, dict[str, object]]:
     eng.index([root])
     out: dict[str, dict[str, object]] = {}
-    for rec in eng.store.file_states().values():
+    for rec in eng._handle.store.file_states().values():
         rel = os.path.relpath(rec.path, root)
         out[rel] = {"status": rec.status}
     for rec in eng.failed():
@@ -103,7 +103,8 @@ def test_hostile_corpus_is_indexed_or_skipped_with_reasons(tmp_path: Path) -> No
     expect = build_hostile_tree(root)
     with Engine.open(tmp_path / "index", model="fake") as eng:
         report = eng.index([root])
-        states = {os.path.relpath(s.path, root): s for s in eng.store.file_states().values()}
+        known = eng._handle.store.file_states().values()
+        states = {os.path.relpath(s.path, root): s for s in known}
         errors = {os.path.relpath(r.path, root): r.error for r in eng.failed()}
         for rel, outcome in expect.items():
             assert rel in states, f"{rel!r} was not seen"

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from tests.imagegen import make_image
 from tests.pg import PASSWORD, PgServer, pg_missing_reason, running_server
 from vlmsearch import Engine, Settings, StorageError, UsageError
-from vlmsearch.store.metadata import FILES, VECTORS
+from vlmsearch.store.schema import FILES, VECTORS
 
 pytestmark = pytest.mark.slow
 
@@ -64,7 +64,7 @@ def _bump_mtime(path: Path) -> None:
 def check_store_invariants(index: Path, expected_files: int) -> None:
     """Every file has exactly one vector, every vector belongs to a file, and the FAISS index
     holds exactly the store's ids (as tests/test_crash_safety.py, for any database)."""
-    with Engine.open(index, create=False) as eng, eng.store.read() as conn:
+    with Engine.open(index, create=False) as eng, eng._handle.store.read() as conn:
         ok = FILES.c.status == "ok"
         files, distinct = conn.execute(
             sa.select(sa.func.count(), sa.func.count(sa.distinct(FILES.c.path))).where(ok)
@@ -80,9 +80,9 @@ def check_store_invariants(index: Path, expected_files: int) -> None:
                 ~sa.exists().where(FILES.c.digest == VECTORS.c.digest))
         ).scalar_one()
         assert (orphans, unused) == (0, 0)
-        vectors, _ = eng._refresh("image", conn, writable=True, reload=True)
+        vectors, _ = eng._handle.vectors.current("image", conn, writable=True, reload=True)
         np.testing.assert_array_equal(np.sort(vectors.ids()),
-                                      np.sort(eng.store.live_ids("image", conn)))
+                                      np.sort(eng._handle.store.live_ids("image", conn)))
 
 
 # --- the engine scenarios, on both backends ----------------------------------------------------
@@ -90,7 +90,7 @@ def test_index_search_and_failed_files(tmp_path: Path, colour_tree: Path, db: st
     with _open(tmp_path, db) as eng:
         report = eng.index([colour_tree])
         assert (report.added, report.skipped, report.encoded) == (6, 2, 6)
-        assert eng.store.dialect == ("postgresql" if db else "sqlite")
+        assert eng._handle.store.dialect == ("postgresql" if db else "sqlite")
         for colour, name in [("red", "red.jpg"), ("yellow", "ünïcode 黄色.webp"),
                              ("purple", "purple.bmp")]:
             assert Path(eng.search(text=f"a {colour} picture", k=3)[0].path).name == name
@@ -161,7 +161,7 @@ def test_reindex_switches_model(tmp_path: Path, colour_tree: Path, db: str | Non
         eng.index([colour_tree])
     with Engine.open(tmp_path / "index", model="fake:48", reindex=True) as eng:
         assert eng.info().images == 0 and eng.info().dim == 48
-        assert eng.store.dialect == ("postgresql" if db else "sqlite")
+        assert eng._handle.store.dialect == ("postgresql" if db else "sqlite")
         report = eng.index([colour_tree])
         assert (report.added, report.encoded) == (6, 6)
         assert eng.search(text="red", k=1)[0].path.endswith("red.jpg")
@@ -198,16 +198,39 @@ def test_sigkill_mid_run_then_resume(tmp_path: Path, db: str | None) -> None:
            "--model", "fake", "--json", "--checkpoint", "10"]
     if db:
         cmd += ["--db", db]
-    for delay in (1.5, 2.5):
+    mid_run = []
+    for target in (20, 60):  # kill once that much is committed, as the SQLite kill test does
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(delay)
+        deadline = time.time() + 120
+        while (_committed(index, db) < target and proc.poll() is None
+               and time.time() < deadline):
+            time.sleep(0.01)
+        running = proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        now = _committed(index, db)
+        mid_run.append(running and target <= now < 120)
+    assert all(mid_run), f"a kill landed after the run ended: {mid_run}"
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["added"] + report["unchanged"] == 120
     check_store_invariants(index, 120)
+
+
+def _committed(index: Path, db: str | None) -> int:
+    """Files committed so far by a run in another process (0 before its database exists)."""
+    url = db or f"sqlite:///file:{index / 'meta.sqlite'}?mode=ro&uri=true"
+    if db is None and not (index / "meta.sqlite").exists():
+        return 0
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("select count(*) from files")).scalar_one())
+    except sa.exc.SQLAlchemyError:
+        return 0
+    finally:
+        engine.dispose()
 
 
 # --- PostgreSQL specifics ----------------------------------------------------------------------
@@ -248,7 +271,7 @@ def test_cli_records_the_database_without_password(
     # the library too, and --db may be repeated (with its password) but not changed
     monkeypatch.setenv("PGPASSWORD", PASSWORD)
     with Engine.open(index, create=False) as eng:
-        assert eng.store.dialect == "postgresql" and eng.info().images == 6
+        assert eng._handle.store.dialect == "postgresql" and eng.info().images == 6
     with Engine.open(index, create=False, db=pg_server.url(name)) as eng:
         assert eng.info().images == 6
     with pytest.raises(UsageError, match="leave out --db"):

@@ -131,10 +131,10 @@ def _index(root: Path, index: Path, *extra: str, env: dict[str, str] | None = No
 def _snapshot(index: Path) -> dict[str, tuple[object, ...]]:
     """Per path: status, error, digest, size in pixels and the vector."""
     out: dict[str, tuple[object, ...]] = {}
-    with Engine.open(index, create=False) as eng, eng.store.read() as conn:
-        states = eng.store.file_states()
-        recs = eng.store.records([s.id for s in states.values()], conn)
-        vecs = eng.store.image_vectors(list(recs), conn)
+    with Engine.open(index, create=False) as eng, eng._handle.store.read() as conn:
+        states = eng._handle.store.file_states()
+        recs = eng._handle.store.records([s.id for s in states.values()], conn)
+        vecs = eng._handle.store.image_vectors(list(recs), conn)
         for rec in recs.values():
             out[rec.path] = (rec.status, rec.error, rec.digest, rec.width, rec.height,
                              vecs.get(rec.id))
@@ -302,11 +302,11 @@ def test_large_collection_gets_a_sharded_ivf_index(
     options = RayOptions(address=cluster.address, workers=2, block_size=32)
     with Engine.open(tmp_path / "ray", model="fake", settings=settings) as eng:
         eng.index([root], ray=options)
-        state = eng.manifest.vectors["image"]
+        state = eng.info()
         assert state.index_type.startswith("IVF") and state.recall_at_10 is not None
     with Engine.open(tmp_path / "local", model="fake", settings=settings) as eng:
         eng.index([root])
-        local_state = eng.manifest.vectors["image"]
+        local_state = eng.info()
     assert state.index_type == local_state.index_type
     manifest = json.loads((tmp_path / "ray" / "manifest.json").read_text())
     assert manifest["vectors"]["image"]["recall_at_10"] == state.recall_at_10

@@ -3,10 +3,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
-
 from tests.imagegen import make_image
-from vlmsearch.errors import InputError
 from vlmsearch.sources import walk
 
 
@@ -28,10 +25,13 @@ def test_walk_finds_images_recursively_and_filters(tmp_path: Path) -> None:
     assert ".hidden/d.png" in _names(tmp_path, include_hidden=True)
 
 
-def test_missing_root_is_an_error_before_anything_is_yielded(tmp_path: Path) -> None:
+def test_missing_root_is_reported_unavailable_and_the_others_are_walked(tmp_path: Path) -> None:
     make_image(tmp_path / "a.jpg", "red")
-    with pytest.raises(InputError, match="no such file"):
-        list(walk([tmp_path, tmp_path / "typo"]))
+    unavailable: list[tuple[str, str]] = []
+    found = list(walk([tmp_path / "typo", tmp_path],
+                      on_unavailable=lambda p, r: unavailable.append((p, r))))
+    assert [Path(f.path).name for f in found] == ["a.jpg"]
+    assert unavailable == [(str(tmp_path / "typo"), "no such file or folder")]
 
 
 def test_symlink_loops_and_links_outside_root(tmp_path: Path) -> None:
@@ -43,10 +43,13 @@ def test_symlink_loops_and_links_outside_root(tmp_path: Path) -> None:
     (root / "out").symlink_to(outside, target_is_directory=True)
     (root / "dangling.jpg").symlink_to(tmp_path / "nowhere.jpg")
     problems: list[tuple[str, str]] = []
-    found = _names(root, on_problem=lambda p, r: problems.append((p, r)))
+    unavailable: list[tuple[str, str]] = []
+    found = _names(root, on_problem=lambda p, r: problems.append((p, r)),
+                   on_unavailable=lambda p, r: unavailable.append((p, r)))
     assert found == ["a.jpg", "out/o.jpg"]
-    reasons = " ".join(r for _, r in problems)
-    assert "already walked" in reasons and "broken" in reasons
+    assert "already walked" in " ".join(r for _, r in problems)
+    # a dangling link may point at an unplugged drive: unavailable, not gone
+    assert [(Path(p).name, "broken" in r) for p, r in unavailable] == [("dangling.jpg", True)]
     assert _names(root, follow_symlinks=False) == ["a.jpg"]
 
 
@@ -56,13 +59,13 @@ def test_unreadable_folder_is_reported_not_fatal(tmp_path: Path) -> None:
     make_image(locked / "x.jpg", "red")
     locked.chmod(0)
     try:
-        problems: list[tuple[str, str]] = []
-        found = _names(tmp_path, on_problem=lambda p, r: problems.append((p, r)))
+        unavailable: list[tuple[str, str]] = []
+        found = _names(tmp_path, on_unavailable=lambda p, r: unavailable.append((p, r)))
         if os.access(locked, os.R_OK):  # running as root: permissions do not apply
             assert "locked/x.jpg" in found
         else:
             assert found == ["ok.jpg"]
-            assert problems and problems[0][0].endswith("locked")
+            assert unavailable and unavailable[0][0].endswith("locked")
     finally:
         locked.chmod(0o755)
 

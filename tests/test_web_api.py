@@ -33,13 +33,13 @@ from vlmsearch.errors import (
     IndexLockedError,
     IndexNotFoundError,
     ModelMismatchError,
+    NotInIndexError,
     UsageError,
     VlmsearchError,
 )
 from vlmsearch.web import create_app
 from vlmsearch.web.app import status_for
 from vlmsearch.web.guards import LOOPBACK_HOSTS, host_of
-from vlmsearch.web.service import NotInIndexError
 from vlmsearch.web.thumbnails import ThumbnailCache
 
 HIT_KEYS = ["rank", "score", "path", "id", "width", "height"]
@@ -73,7 +73,7 @@ def client(engine: Engine) -> TestClient:
 
 
 def ids_by_name(engine: Engine) -> dict[str, int]:
-    return {Path(s.path).name: s.id for s in engine.store.file_states().values()}
+    return {Path(s.path).name: s.id for s in engine._handle.store.file_states().values()}
 
 
 def names(response_json: dict) -> list[str]:
@@ -87,7 +87,8 @@ def test_text_search_returns_exactly_the_cli_result_objects(
     r = client.get("/api/search", params={"q": "red", "k": 3})
     assert r.status_code == 200
     data = r.json()
-    assert set(data) == {"results", "count", "seconds", "target"}
+    assert set(data) == {"results", "count", "seconds", "target", "warnings"}
+    assert data["warnings"] == []
     assert data["count"] == 3 and data["target"] == "images"
     assert isinstance(data["seconds"], float) and data["seconds"] >= 0
     assert names(data)[0] in {"red.jpg", "red2.png"}
@@ -301,8 +302,8 @@ def test_formats_browsers_cannot_show_are_sent_as_jpeg(tmp_path: Path) -> None:
 
 
 def _path_of(engine: Engine, ident: int) -> Path:
-    with engine.store.read() as conn:
-        return Path(engine.store.records([ident], conn)[ident].path)
+    with engine._handle.store.read() as conn:
+        return Path(engine._handle.store.records([ident], conn)[ident].path)
 
 
 @pytest.mark.parametrize("url", [

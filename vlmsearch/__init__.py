@@ -1,7 +1,8 @@
 """vlmsearch: local-first semantic image search.
 
 The public API is :class:`Engine` (open an index, index folders, search by text or image),
-the result types :class:`Hit` and :class:`TextHit`, :class:`IndexReport`, :class:`Settings`, and
+the result types :class:`Hit`, :class:`TextHit` and :class:`SearchResults`,
+:class:`IndexReport`, :class:`Settings`, and
 the errors (all subclasses of :class:`VlmsearchError`, whose messages say how to fix the
 problem). Importing ``vlmsearch`` is cheap: torch is only imported when a model is loaded.
 """
@@ -19,6 +20,7 @@ from .errors import (
     ModelMismatchError,
     ModelSpecError,
     ModelUnavailableError,
+    NotInIndexError,
     StorageError,
     UsageError,
     VlmsearchError,
@@ -39,7 +41,9 @@ __all__ = [
     "ModelMismatchError",
     "ModelSpecError",
     "ModelUnavailableError",
+    "NotInIndexError",
     "Progress",
+    "SearchResults",
     "Settings",
     "StorageError",
     "TextHit",
@@ -51,18 +55,19 @@ __all__ = [
 _LAZY = {
     "Engine": "engine",
     "IndexInfo": "engine",
-    "Hit": "searcher",
-    "TextHit": "searcher",
-    "IndexReport": "indexer",
-    "Progress": "indexer",
+    "Hit": "search.results",
+    "TextHit": "search.results",
+    "SearchResults": "search.results",
+    "IndexReport": "indexing.report",
+    "Progress": "indexing.report",
     "Settings": "config",
 }
 
 if TYPE_CHECKING:
     from .config import Settings
     from .engine import Engine, IndexInfo
-    from .indexer import IndexReport, Progress
-    from .searcher import Hit, TextHit
+    from .indexing.report import IndexReport, Progress
+    from .search.results import Hit, SearchResults, TextHit
 
 
 def __getattr__(name: str) -> Any:

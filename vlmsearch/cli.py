@@ -31,6 +31,10 @@ app = typer.Typer(
 
 T = TypeVar("T")
 
+EXIT_PARTIAL = 3
+"""`index` could not reach a root (or a folder holding indexed files): everything else is up
+to date, those entries are kept, and the exit code says the run was partial."""
+
 # --- shared options ------------------------------------------------------------------------------
 IndexName = Annotated[
     Optional[str],
@@ -43,6 +47,12 @@ IndexDir = Annotated[
                  file_okay=False),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+IndexModel = Annotated[
+    Optional[str],
+    typer.Option("--model", "-m", help="The index's model (see `vlmsearch models`): the "
+                 "index's own model changes nothing; another one is an error, since switching "
+                 "needs `vlmsearch index --reindex --model SPEC PATH`.", show_default=False),
+]
 Device = Annotated[
     str, typer.Option("--device", help="Where the model runs: auto (cuda, then mps, then cpu), "
                       "cpu, cuda or mps.")
@@ -196,18 +206,11 @@ def index(
 ) -> None:
     """Index images under PATHS: new and changed files are embedded, deleted ones dropped."""
 
-    def body() -> None:
+    def body() -> int:
         from .engine import Engine
-        from .errors import UsageError
 
-        if engine not in ("local", "ray"):
-            raise UsageError(f"unknown --engine {engine!r}: use local or ray")
-        ray_given = ray_address is not None or ray_workers or gpus_per_worker
-        if engine == "local" and ray_given:
-            raise UsageError("--ray-address, --ray-workers and --gpus-per-worker need "
-                             "--engine ray")
         ray_options = None
-        if engine == "ray":
+        if engine == "ray" or ray_address is not None or ray_workers or gpus_per_worker:
             from .distributed.options import RayOptions
 
             ray_options = RayOptions(address=ray_address, workers=ray_workers,
@@ -224,22 +227,35 @@ def index(
                 data = report.to_dict()
                 data["index"] = str(eng.path)
                 _print_json(data)
-                return
-            typer.echo(
-                f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
-                f"{report.removed} removed, {report.skipped} skipped in {report.seconds:.1f}s "
-                f"({report.encoded} encoded, {report.reused} reused by content)"
-            )
-            for path, reason in report.skipped_files[:10]:
-                typer.echo(f"  skipped {_shown(path)}: {reason}", err=True)
-            if len(report.skipped_files) > 10:
-                typer.echo(f"  ... and {len(report.skipped_files) - 10} more "
-                           "(`vlmsearch info --failed` lists them all)", err=True)
-            for path, reason in report.walk_problems[:10]:
-                typer.echo(f"  could not walk {_shown(path)}: {reason}", err=True)
-            typer.echo(f"index: {eng.path}")
+            else:
+                _render_index_report(report, eng.path)
+        return 0 if report.complete else EXIT_PARTIAL
 
-    _run(body)
+    code = _run(body)
+    if code:
+        raise typer.Exit(code)
+
+
+def _render_index_report(report: Any, index_path: Path) -> None:
+    typer.echo(
+        f"{report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.removed} removed, {report.skipped} skipped in {report.seconds:.1f}s "
+        f"({report.encoded} encoded, {report.reused} reused by content)"
+    )
+    for path, reason in report.skipped_files[:10]:
+        typer.echo(f"  skipped {_shown(path)}: {reason}", err=True)
+    if len(report.skipped_files) > 10:
+        typer.echo(f"  ... and {len(report.skipped_files) - 10} more "
+                   "(`vlmsearch info --failed` lists them all)", err=True)
+    for path, reason in report.walk_problems[:10]:
+        typer.echo(f"  could not walk {_shown(path)}: {reason}", err=True)
+    for path, reason in report.unavailable_places[:10]:
+        typer.echo(f"  could not reach {_shown(path)}: {reason}", err=True)
+    if report.unavailable:
+        typer.echo(f"  {report.unavailable} indexed files there were kept as they were; run "
+                   "the same command again once they can be reached (`vlmsearch info "
+                   "--unavailable` lists them)", err=True)
+    typer.echo(f"index: {index_path}")
 
 
 # --- query ---------------------------------------------------------------------------------------
@@ -257,6 +273,7 @@ def query(
     ] = "images",
     index_name: IndexName = None,
     index_dir: IndexDir = None,
+    model: IndexModel = None,
     device: Device = "auto",
     json_out: JsonOut = False,
     paths_only: Annotated[bool, typer.Option(
@@ -274,21 +291,13 @@ def query(
 
             preload_for_index(index_dir_for(index_name, index_dir))  # overlaps the imports
         from .engine import Engine
-        from .errors import UsageError
 
-        if text is None and image is None:
-            raise UsageError("give a TEXT to search for, an --image, or both")
-        if target not in ("images", "texts"):
-            raise UsageError(f"unknown --target {target!r}: use images or texts")
-        with Engine.open(index_dir, name=index_name, settings=_settings(device=device),
-                         create=False) as eng:
+        with Engine.open(index_dir, name=index_name, model=model,
+                         settings=_settings(device=device), create=False) as eng:
             hits = eng.search(text=text, image=image, negative=negative or (), k=top_k,
                               target=target)  # type: ignore[arg-type]
-            for term in [text, *(negative or ())]:
-                limit = eng.text_truncation(term) if term else None
-                if limit:
-                    typer.echo(f"note: the query text is longer than the model reads ({limit} "
-                               "tokens); only its beginning was used", err=True)
+        for warning in hits.warnings:
+            typer.echo(f"note: {warning}", err=True)
         if json_out:
             _print_json([h.to_dict() for h in hits])
         elif paths_only:
@@ -304,7 +313,9 @@ def _render_hits(hits: list[Any], target: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Off a terminal (a pipe, a file, a script) rows are never wrapped: a path split across
+    # lines would break every tool that reads the table line by line.
+    console = Console() if sys.stdout.isatty() else Console(width=1_000_000)
     if not hits:
         console.print("no results (is the index empty? `vlmsearch info` tells)")
         return
@@ -337,6 +348,7 @@ def add_texts(
     ] = None,
     index_name: IndexName = None,
     index_dir: IndexDir = None,
+    model: IndexModel = None,
     device: Device = "auto",
     json_out: JsonOut = False,
 ) -> None:
@@ -348,8 +360,9 @@ def add_texts(
         from .engine import Engine
 
         texts = read_texts(file, column=column, delimiter=delimiter)
-        with Engine.open(index_dir, name=index_name, settings=_settings(device=device),
-                         create=False) as eng, _progress_bar(True, "Embedding texts") as progress:
+        with Engine.open(index_dir, name=index_name, model=model,
+                         settings=_settings(device=device), create=False) as eng, \
+                _progress_bar(True, "Embedding texts") as progress:
             report = eng.add_texts(texts, source=os.fspath(file), progress=progress)
         if json_out:
             _print_json(report.to_dict())
@@ -365,8 +378,12 @@ def add_texts(
 def info(
     index_name: IndexName = None,
     index_dir: IndexDir = None,
+    model: IndexModel = None,
     failed: Annotated[bool, typer.Option(
         "--failed", help="List the files that could not be indexed, with the reason.")] = False,
+    unavailable: Annotated[bool, typer.Option(
+        "--unavailable", help="List the indexed files kept while the place holding them could "
+        "not be reached (an unplugged drive).")] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Show what an index holds: counts, model, FAISS index type, size, location."""
@@ -374,9 +391,19 @@ def info(
     def body() -> None:
         from .engine import Engine
 
-        with Engine.open(index_dir, name=index_name, create=False) as eng:
+        with Engine.open(index_dir, name=index_name, model=model, create=False) as eng:
             data = eng.info().to_dict()
             bad = eng.failed() if failed else []
+            kept = eng.unavailable() if unavailable else []
+        if unavailable and not failed:
+            if json_out:
+                _print_json([{"path": _shown(r.path)} for r in kept])
+            elif not kept:
+                typer.echo("no unavailable files")
+            else:
+                for r in kept:
+                    typer.echo(_shown(r.path))
+            return
         if failed:
             rows = [{"path": _shown(r.path), "error": r.error} for r in bad]
             if json_out:
@@ -480,19 +507,10 @@ def train(
     --model (features are cached, so re-runs are cheap)."""
 
     def body() -> None:
-        from .errors import InputError, UsageError
         from .training.bundle_train import train_bundle
+        from .training.recipe_file import read_recipe_file
 
-        overrides: dict[str, Any] = {}
-        if config is not None:
-            try:
-                overrides = json.loads(config.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise InputError(f"cannot read --config {config}: {exc}") from exc
-            sections = {"head", "training", "image_tower", "text_tower"}
-            if not isinstance(overrides, dict) or set(overrides) - sections:
-                raise UsageError(f"--config {config} must be a JSON object with only the "
-                                 f"keys {', '.join(sorted(sections))}")
+        overrides = read_recipe_file(config) if config is not None else {}
         training = dict(overrides.get("training", {}))
         if epochs is not None:
             training["epochs"] = epochs
@@ -612,6 +630,7 @@ def serve(
     allow_indexing: Annotated[bool, typer.Option(
         "--allow-indexing", help="Add POST /api/index, which indexes paths on this machine "
         "(off by default: the server is read-only).")] = False,
+    model: IndexModel = None,
     device: Device = "auto",
 ) -> None:
     """Serve a search page and a JSON API for the index (http://127.0.0.1:8000 by default).
@@ -630,9 +649,9 @@ def serve(
                 f"`vlmsearch serve` needs FastAPI and uvicorn ({exc.name} is missing); install "
                 "them with: pip install 'vlmsearch[web]'"
             ) from exc
-        with Engine.open(index_dir, name=index_name, settings=_settings(device=device),
-                         create=False) as eng:
-            _ = eng.encoder.dim  # load the model now, not on the first query
+        with Engine.open(index_dir, name=index_name, model=model,
+                         settings=_settings(device=device), create=False) as eng:
+            eng.warm_up()  # load the model now, not on the first query
             info = eng.info()
 
             def ready(url: str) -> None:

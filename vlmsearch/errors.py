@@ -44,6 +44,10 @@ class ModelUnavailableError(VlmsearchError):
     """The model is known but its weights cannot be loaded (no network, missing file, ...)."""
 
 
+class NotInIndexError(VlmsearchError):
+    """An id that names no indexed image (the web layer answers 404)."""
+
+
 class ImageError(VlmsearchError):
     """An image given as a query could not be read."""
 

@@ -1,7 +1,15 @@
 """Where files are found: walk roots, filter by extension and exclude globs, stat.
 
-The walk never raises for one bad entry: unreadable folders, symlink loops and files that vanish
-between listing and stat are reported through ``on_problem`` and skipped.
+The walk never raises for one bad entry. Two kinds of trouble are told apart, because they
+mean different things for the files indexed there before:
+
+* *unavailable* places (``on_unavailable``): a root that does not exist, a folder that cannot be
+  listed, a symbolic link whose target is gone (an unplugged drive, an unmounted share). What
+  was indexed under them may well still exist, so the indexer keeps it;
+* other *problems* (``on_problem``): a symlink loop or alias, an entry that is neither file nor
+  folder. Those are skipped.
+
+Files that vanish between listing and stat are simply not there.
 """
 
 from __future__ import annotations
@@ -14,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import IMAGE_EXTENSIONS
-from .errors import InputError
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,7 @@ def walk(
     follow_symlinks: bool = True,
     include_hidden: bool = False,
     on_problem: ProblemCallback = _ignore_problem,
+    on_unavailable: ProblemCallback = _ignore_problem,
 ) -> Iterator[FileRef]:
     """Yield every image file under ``roots`` once, in a stable (sorted) order.
 
@@ -69,13 +77,10 @@ def walk(
     walked (each real folder once, so loops end) and links to files are indexed under the link's
     path; without it, symlinks are skipped.
 
-    Raises :class:`InputError` for a root that does not exist, before yielding anything, so a typo
-    can never make the indexer think a whole folder was deleted.
+    A root that does not exist, or cannot be reached, is reported to ``on_unavailable`` (with
+    the other unavailable places) and the walk goes on with the other roots.
     """
     root_list = [absolute(r) for r in roots]
-    for root in root_list:
-        if not os.path.lexists(root):
-            raise InputError(f"{root}: no such file or folder (check the path)")
     rules = ExcludeRules(tuple(exclude))
     exts = frozenset(e.lower() for e in extensions)
     seen_dirs: set[tuple[int, int]] = set()
@@ -84,11 +89,12 @@ def walk(
         try:
             st = os.stat(root) if follow_symlinks else os.lstat(root)
         except OSError as exc:
-            on_problem(root, _reason(exc))
+            missing = isinstance(exc, FileNotFoundError) and not os.path.lexists(root)
+            on_unavailable(root, "no such file or folder" if missing else _reason(exc))
             continue
         if stat.S_ISDIR(st.st_mode):
             yield from _walk_dir(root, st, rules, exts, follow_symlinks, include_hidden,
-                                 on_problem, seen_dirs, seen_files)
+                                 on_problem, on_unavailable, seen_dirs, seen_files)
         elif stat.S_ISREG(st.st_mode):
             if root not in seen_files:
                 seen_files.add(root)
@@ -105,6 +111,7 @@ def _walk_dir(
     follow_symlinks: bool,
     include_hidden: bool,
     on_problem: ProblemCallback,
+    on_unavailable: ProblemCallback,
     seen_dirs: set[tuple[int, int]],
     seen_files: set[str],
 ) -> Iterator[FileRef]:
@@ -119,7 +126,7 @@ def _walk_dir(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            on_problem(folder, _reason(exc))
+            on_unavailable(folder, _reason(exc))
             continue
         subdirs: list[str] = []
         for entry in entries:
@@ -136,9 +143,10 @@ def _walk_dir(
                 st = entry.stat(follow_symlinks=True)
             except OSError as exc:
                 if is_link:
-                    on_problem(entry.path, "broken or looping symbolic link")
+                    on_unavailable(entry.path, "broken or looping symbolic link (is its target "
+                                   "on a drive that is not mounted?)")
                 elif os.path.lexists(entry.path):
-                    on_problem(entry.path, _reason(exc))
+                    on_unavailable(entry.path, _reason(exc))
                 continue  # vanished between listing and stat: nothing to index
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)

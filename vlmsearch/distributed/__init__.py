@@ -8,11 +8,11 @@ Layout, in data-flow order:
 * ``cluster``: connecting to Ray, with messages that say how to fix a failed connection;
 * ``workers``: what runs on the cluster: decode with vlmsearch's safe decoder, hash, skip known
   contents, embed (Ray Data ``map_batches`` callables);
-* ``indexer``: :class:`RayIndexer`, the driver: classifies files like the local indexer, streams
-  results back and commits them in checkpoints (the driver is the only writer);
+* ``executor``: :class:`RayExecutor`, what the one indexer (:mod:`vlmsearch.indexing`) hands the
+  files to read: streams per-file results back; the driver records and commits them;
 * ``shards``: the IVF index trained once, filled in shards by Ray tasks, merged.
 
-Only ``cluster``, ``workers``, ``indexer`` and ``shards`` import Ray, and only when a Ray run
+Only ``cluster``, ``workers``, ``executor`` and ``shards`` import Ray, and only when a Ray run
 starts: without ``--engine ray`` nothing here is imported.
 """
 

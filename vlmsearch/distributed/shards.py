@@ -1,32 +1,31 @@
-"""The IVF index of a large collection, built from shards on the cluster.
+"""The IVF index of a large collection, filled in shards on the cluster.
 
 The driver trains the coarse quantizer and the half-precision codes once, on a sample
-(:func:`vlmsearch.store.vectors.train_ivf`); Ray tasks each add one slice of the collection to
-an empty clone of the trained index and return it; the driver merges the shards as they arrive
-(``merge_from``) and measures recall@10 against exact search on a sample, like the local build
-(:meth:`VectorIndex.from_shards`). Adding is where the CPU time goes for big collections (every
-vector is compared with every cell centroid), and it is what the shards spread out.
+(:func:`vlmsearch.store.vectors.train_ivf`), and streams the collection out of the store in
+chunks (:func:`vlmsearch.store.sync.rebuild`). :func:`fill_on_cluster` gathers the chunks into
+shard-sized slices and sends each to a Ray task, which adds it to an empty clone of the trained
+index and returns it; the driver merges the shards as they arrive. Adding is where the CPU time
+goes for big collections (every vector is compared with every cell centroid), and it is what
+the shards spread out. At most ``IN_FLIGHT`` slices are out at once, so the driver never holds
+more of the collection than that.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
-import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import faiss
 import numpy as np
-from sqlalchemy.engine import Connection
 
-from ..store.metadata import Kind, MetadataStore
-from ..store.vectors import VectorIndex, fill_shard, train_ivf
+from ..store.vectors import fill_shard
 
 log = logging.getLogger("vlmsearch.distributed")
 
-SHARD_VECTORS = 250_000
-"""Vectors per shard task: a 512-d shard is 0.5 GB of float32 input and ~130 MB of codes."""
+SHARD_BYTES = 256 * 2**20
+"""float32 input per shard task (a 512-d shard of 128k vectors, ~130 MB of codes)."""
+IN_FLIGHT = 4
 
 
 def _fill_serialized(trained: np.ndarray, ids: np.ndarray, vectors: np.ndarray) -> np.ndarray:
@@ -35,50 +34,44 @@ def _fill_serialized(trained: np.ndarray, ids: np.ndarray, vectors: np.ndarray) 
     return faiss.serialize_index(shard)
 
 
-def build_sharded(
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    *,
-    dim: int,
-    exact_limit: int,
-    shards: int = 0,
-    seed: int = 0,
-) -> VectorIndex:
-    """:meth:`VectorIndex.build`, with the adding spread over Ray tasks (needs a connected
-    driver). Exact indexes (up to ``exact_limit`` vectors) are built here directly."""
-    if len(ids) <= exact_limit:
-        return VectorIndex.build(dim, ids, vectors, exact_limit=exact_limit, seed=seed)
+def fill_on_cluster(
+    trained: Any, chunks: Iterator[tuple[np.ndarray, np.ndarray]]
+) -> Iterator[Any]:
+    """A :data:`~vlmsearch.store.vectors.ShardFiller` running on the connected Ray cluster."""
     import ray
 
-    ids = np.ascontiguousarray(ids, dtype=np.int64)
-    vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), dim)
-    n_shards = shards or max(2, math.ceil(len(ids) / SHARD_VECTORS))
-    trained = train_ivf(vecs, seed=seed)
     trained_ref = ray.put(faiss.serialize_index(trained))
     task = ray.remote(num_cpus=1, max_retries=3)(_fill_serialized)
-    bounds = np.linspace(0, len(ids), n_shards + 1).astype(int)
-    pending = [task.remote(trained_ref, ids[a:b], vecs[a:b])
-               for a, b in itertools.pairwise(bounds) if b > a]
-    log.info("filling %d IVF shards of %d vectors on the cluster", len(pending), len(ids))
+    pending: list[Any] = []
+    sent = 0
 
-    def arrived() -> Iterator[Any]:
+    def arrived(block: bool) -> Iterator[Any]:
         nonlocal pending
-        while pending:
+        while pending and (block or len(pending) >= IN_FLIGHT):
             done, pending = ray.wait(pending, num_returns=1)
             yield faiss.deserialize_index(ray.get(done[0]))
 
-    return VectorIndex.from_shards(dim, trained, arrived(), ids, vecs, seed=seed)
+    for ids, vecs in _slices(chunks, SHARD_BYTES):
+        pending.append(task.remote(trained_ref, ids, vecs))
+        sent += 1
+        yield from arrived(block=False)
+    log.info("filled %d IVF shards on the cluster", sent)
+    yield from arrived(block=True)
 
 
-def rebuild_sharded(
-    store: MetadataStore, kind: Kind, dim: int, conn: Connection, *, exact_limit: int,
-    connect: Callable[[], object] = lambda: None,
-) -> tuple[VectorIndex, int]:
-    """A :class:`~vlmsearch.store.sync.Rebuilder` that builds with :func:`build_sharded`;
-    ``connect`` joins the cluster when the collection needs an IVF index."""
-    everything = store.all_vectors(kind, conn)
-    if len(everything.added_ids) > exact_limit:
-        connect()
-    index = build_sharded(everything.added_ids, everything.added_vectors, dim=dim,
-                          exact_limit=exact_limit)
-    return index, everything.seq
+def _slices(
+    chunks: Iterator[tuple[np.ndarray, np.ndarray]], max_bytes: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The chunks regrouped into slices of about ``max_bytes`` of vectors."""
+    ids: list[np.ndarray] = []
+    vecs: list[np.ndarray] = []
+    size = 0
+    for chunk_ids, chunk_vecs in chunks:
+        ids.append(chunk_ids)
+        vecs.append(chunk_vecs)
+        size += chunk_vecs.nbytes
+        if size >= max_bytes:
+            yield np.concatenate(ids), np.concatenate(vecs)
+            ids, vecs, size = [], [], 0
+    if ids:
+        yield np.concatenate(ids), np.concatenate(vecs)

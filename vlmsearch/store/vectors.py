@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,12 @@ class SearchTuning:
 
     nprobe: int = 1
     recall_at_10: float | None = None
+
+
+ShardFiller = Callable[[Any, Iterator[tuple[np.ndarray, np.ndarray]]], Iterator[Any]]
+"""Turns a trained empty IVF index and the collection's chunks into filled shards (clones of
+the trained index), e.g. by sending the chunks to a cluster; :meth:`VectorIndex.build_streaming`
+merges them as they arrive."""
 
 
 def _exact(dim: int) -> Any:
@@ -84,16 +90,62 @@ class VectorIndex:
         exact_limit: int = EXACT_LIMIT,
         seed: int = 0,
     ) -> VectorIndex:
-        """A new writable index of the type suited to ``len(ids)`` vectors."""
+        """A new writable index of the type suited to ``len(ids)`` vectors held in memory."""
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), dim)
-        if len(ids) <= exact_limit:
+        return cls.build_streaming(dim, len(ids), lambda: [(ids, vecs)], (ids, vecs),
+                                   exact_limit=exact_limit, seed=seed)
+
+    @classmethod
+    def build_streaming(
+        cls,
+        dim: int,
+        n: int,
+        chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+        sample: tuple[np.ndarray, np.ndarray] | Callable[[], tuple[np.ndarray, np.ndarray]],
+        *,
+        exact_limit: int = EXACT_LIMIT,
+        seed: int = 0,
+        fill: ShardFiller | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> VectorIndex:
+        """A new writable index of ``n`` vectors that arrive in ``chunks`` (ids, vectors), so
+        the collection never needs to be in memory at once: an exact index is filled chunk by
+        chunk; an IVF index is trained on ``sample`` (ids and vectors of part of the
+        collection, asked for only when needed), filled chunk by chunk (or in shards made by
+        ``fill``, e.g. on a cluster), and calibrated against exact answers gathered from the
+        same chunks as they pass. Peak memory: the finished index, the sample and one chunk."""
+        report = progress or (lambda done, total: None)
+        if n <= exact_limit:
             index = cls(dim)
-            index.add(ids, vecs)
+            done = 0
+            for ids, vecs in chunks():
+                index.add(ids, vecs)
+                done += len(ids)
+                report(done, n)
+            if index.count != n:
+                raise ValueError(f"the collection streamed {index.count} vectors, expected {n}")
             return index
-        trained = train_ivf(vecs, seed=seed)
-        return cls.from_shards(dim, trained, [fill_shard(trained, ids, vecs)], ids, vecs,
-                               seed=seed)
+        sample_ids, sample_vecs = sample() if callable(sample) else sample
+        trained = train_ivf(sample_vecs, n_total=n, seed=seed)
+        calibration = Calibration(sample_ids, sample_vecs, np.random.default_rng(seed + 1))
+        streamed = [0]
+
+        def observed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            for ids, vecs in chunks():
+                calibration.observe(ids, vecs)
+                streamed[0] += len(ids)
+                report(streamed[0], n)
+                yield ids, vecs
+
+        if fill is None:
+            merged = faiss.clone_index(trained)
+            for ids, vecs in observed():
+                merged.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32),
+                                    np.ascontiguousarray(ids, dtype=np.int64))
+            return cls._calibrated(dim, merged, n, calibration)
+        return cls.from_shards(dim, trained, fill(trained, observed()), n=n,
+                               calibration=calibration)
 
     @classmethod
     def from_shards(
@@ -101,26 +153,38 @@ class VectorIndex:
         dim: int,
         trained: Any,
         shards: Iterable[Any],
-        ids: np.ndarray,
-        vectors: np.ndarray,
+        ids: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
         *,
         seed: int = 0,
+        n: int | None = None,
+        calibration: Calibration | None = None,
     ) -> VectorIndex:
         """An approximate index merged from ``shards``: each an empty clone of ``trained`` (see
         :func:`train_ivf`) filled by :func:`fill_shard` with part of the collection, possibly
         on another machine. Shards are merged into a clone of ``trained`` (and emptied) one at
         a time, so a caller may pass a generator that receives them as they are finished.
         ``ids``/``vectors`` (the whole collection) calibrate nprobe, as :meth:`build` does: the
-        result equals :meth:`build`'s up to the order of entries within a cell."""
+        result equals :meth:`build`'s up to the order of entries within a cell. (Streaming
+        builds pass ``n`` and a ``calibration`` that saw every vector instead.)"""
+        if calibration is None:
+            if ids is None or vectors is None:
+                raise ValueError("from_shards needs ids and vectors, or n and a calibration")
+            ids = np.ascontiguousarray(ids, dtype=np.int64)
+            vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), dim)
+            calibration = Calibration(ids, vecs, np.random.default_rng(seed + 1))
+            calibration.observe(ids, vecs)
+            n = len(ids)
         merged = faiss.clone_index(trained)
         for shard in shards:
             merged.merge_from(shard, 0)
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), dim)
-        if merged.ntotal != len(ids):
-            raise ValueError(f"the shards hold {merged.ntotal} vectors, expected {len(ids)}")
-        tuning = _calibrate(merged, ids, vecs, np.random.default_rng(seed + 1))
-        return cls(dim, merged, tuning=tuning)
+        return cls._calibrated(dim, merged, int(n or 0), calibration)
+
+    @classmethod
+    def _calibrated(cls, dim: int, merged: Any, n: int, calibration: Calibration) -> VectorIndex:
+        if merged.ntotal != n:
+            raise ValueError(f"the shards hold {merged.ntotal} vectors, expected {n}")
+        return cls(dim, merged, tuning=calibration.tune(merged))
 
     @classmethod
     def load(
@@ -260,7 +324,7 @@ def train_ivf(vectors: np.ndarray, *, n_total: int | None = None, seed: int = 0)
     vecs = np.ascontiguousarray(vectors, dtype=np.float32)
     n = n_total if n_total is not None else len(vecs)
     dim = vecs.shape[1]
-    nlist = 2 ** round(math.log2(max(64.0, 4 * math.sqrt(n))))
+    nlist = _nlist(n)
     quantizer = faiss.IndexFlatIP(dim)
     ivf = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, faiss.ScalarQuantizer.QT_fp16,
                                         faiss.METRIC_INNER_PRODUCT)
@@ -270,6 +334,10 @@ def train_ivf(vectors: np.ndarray, *, n_total: int | None = None, seed: int = 0)
     ivf.cp.seed = seed
     ivf.train(sample)
     return ivf
+
+
+def _nlist(n: int) -> int:
+    return int(2 ** round(math.log2(max(64.0, 4 * math.sqrt(n)))))
 
 
 def fill_shard(trained: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
@@ -295,36 +363,59 @@ def _ivf(index: Any) -> Any:
         return None
 
 
-def _calibrate(
-    ivf: Any, ids: np.ndarray, vecs: np.ndarray, rng: np.random.Generator
-) -> SearchTuning:
-    """Smallest power-of-two nprobe whose recall@10 against exact search reaches
-    TARGET_RECALL, then doubled as a margin.
+class Calibration:
+    """How :func:`train_ivf`'s index is tuned: the smallest power-of-two nprobe whose recall@10
+    against exact search reaches TARGET_RECALL, then doubled as a margin.
 
-    The queries are half the collection's own vectors (each one's own match left out) and half
+    The queries are half the sample's own vectors (each one's own match left out) and half
     midpoints of random pairs of them, which lie between clusters as real queries often do
-    (text vectors sit apart from image vectors)."""
-    n_q = min(CALIBRATION_QUERIES, len(vecs))
-    own_rows = rng.choice(len(vecs), size=n_q // 2, replace=False)
-    pairs = rng.choice(len(vecs), size=(n_q - n_q // 2, 2))
-    mids = vecs[pairs[:, 0]] + vecs[pairs[:, 1]]
-    mids /= np.maximum(np.linalg.norm(mids, axis=1, keepdims=True), 1e-12)
-    queries = np.ascontiguousarray(np.concatenate([vecs[own_rows], mids]), dtype=np.float32)
-    skip = np.concatenate([ids[own_rows], np.full(len(mids), -2, dtype=np.int64)])
-    exact = faiss.IndexFlatIP(vecs.shape[1])
-    exact.add(vecs)
-    _, truth_rows = exact.search(queries, 11)
-    truth = [[i for i in ids[t[t >= 0]] if i != s][:10] for t, s in zip(truth_rows, skip,
-                                                                     strict=True)]
+    (text vectors sit apart from image vectors). Their exact answers are gathered by
+    :meth:`observe` from the collection as it streams past, so no full copy is ever held."""
 
-    def recall(nprobe: int) -> float:
-        _, found = ivf.search(queries, 11, params=_ivf_params(nprobe))
-        hits = sum(len(set(want) & set([g for g in got if g != s][:10]))
-                   for got, want, s in zip(found, truth, skip, strict=True))
-        return hits / max(1, sum(len(w) for w in truth))
+    def __init__(self, ids: np.ndarray, vecs: np.ndarray, rng: np.random.Generator) -> None:
+        n_q = min(CALIBRATION_QUERIES, len(vecs))
+        own_rows = rng.choice(len(vecs), size=n_q // 2, replace=False)
+        pairs = rng.choice(len(vecs), size=(n_q - n_q // 2, 2))
+        mids = vecs[pairs[:, 0]] + vecs[pairs[:, 1]]
+        mids /= np.maximum(np.linalg.norm(mids, axis=1, keepdims=True), 1e-12)
+        self.queries = np.ascontiguousarray(np.concatenate([vecs[own_rows], mids]),
+                                            dtype=np.float32)
+        self.skip = np.concatenate([ids[own_rows], np.full(len(mids), -2, dtype=np.int64)])
+        self._scores = np.full((len(self.queries), 11), -np.inf, dtype=np.float32)
+        self._ids = np.full((len(self.queries), 11), -1, dtype=np.int64)
 
-    nprobe = 1
-    while nprobe < ivf.nlist and recall(nprobe) < TARGET_RECALL:
-        nprobe *= 2
-    final = min(ivf.nlist, nprobe * 2)
-    return SearchTuning(nprobe=final, recall_at_10=round(recall(final), 4))
+    def observe(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        """Take a chunk of the collection into the exact top-11 of every query."""
+        if len(ids) == 0:
+            return
+        scores = self.queries @ np.ascontiguousarray(vecs, dtype=np.float32).T
+        all_scores = np.concatenate([self._scores, scores], axis=1)
+        all_ids = np.concatenate([self._ids, np.broadcast_to(ids, scores.shape)], axis=1)
+        keep = np.argsort(-all_scores, axis=1, kind="stable")[:, :11]
+        self._scores = np.take_along_axis(all_scores, keep, axis=1)
+        self._ids = np.take_along_axis(all_ids, keep, axis=1)
+
+    def tune(self, ivf: Any) -> SearchTuning:
+        truth = [[int(i) for i in row if i >= 0 and i != s][:10]
+                 for row, s in zip(self._ids, self.skip, strict=True)]
+
+        def recall(nprobe: int) -> float:
+            _, found = ivf.search(self.queries, 11, params=_ivf_params(nprobe))
+            hits = sum(len(set(want) & {int(g) for g in [g for g in got if g != s][:10]})
+                       for got, want, s in zip(found, truth, self.skip, strict=True))
+            return hits / max(1, sum(len(w) for w in truth))
+
+        nprobe = 1
+        while nprobe < ivf.nlist and recall(nprobe) < TARGET_RECALL:
+            nprobe *= 2
+        final = min(ivf.nlist, nprobe * 2)
+        return SearchTuning(nprobe=final, recall_at_10=round(recall(final), 4))
+
+
+def training_sample_size(n: int, dim: int, budget_bytes: int = 512 * 2**20) -> int:
+    """How many vectors to train an IVF index of ``n`` on: 40 per cell, as :func:`train_ivf`
+    uses, but never more than ``budget_bytes`` of float32 (a rebuild's memory stays near the
+    finished index's size; fewer points per cell cost a little recall, which the nprobe
+    calibration then pays back)."""
+    per_cell = 40 * _nlist(n)
+    return int(max(1, min(n, per_cell, budget_bytes // (4 * dim))))

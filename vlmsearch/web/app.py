@@ -38,13 +38,14 @@ from ..errors import (
     ModelMismatchError,
     ModelSpecError,
     ModelUnavailableError,
+    NotInIndexError,
     StorageError,
     UsageError,
     VlmsearchError,
 )
 from .guards import BodyLimit, HostCheck, SecurityHeaders
 from .routes import build_router
-from .service import NotInIndexError, SearchService
+from .service import SearchService
 
 log = logging.getLogger("vlmsearch.web")
 

@@ -41,6 +41,9 @@ class SearchResponse(BaseModel):
     count: int = Field(description="len(results)")
     seconds: float = Field(description="time the server spent answering the query")
     target: Literal["images", "texts"]
+    warnings: list[str] = Field(description="notes for the person asking: the query was cut "
+                                "to the model's text length, or is in a language the model "
+                                "was not trained for")
 
 
 class InfoResponse(BaseModel):
@@ -50,10 +53,15 @@ class InfoResponse(BaseModel):
     images: int
     texts: int
     failed: int
+    pending: int = Field(description="files waiting to be re-embedded after a --reindex")
+    unavailable: int = Field(description="indexed files kept while their folder could not be "
+                             "reached (an unplugged drive)")
     model: str
     model_id: str
     dim: int
     index_type: str
+    recall_at_10: float | None = Field(description="measured recall@10 of the approximate "
+                                       "search index; null for exact search")
     bytes: int
     created: str
     updated: str

@@ -12,6 +12,7 @@
   const box = $("box");
   const statusEl = $("status");
   const errorEl = $("error");
+  const warningsEl = $("warnings");
   const grid = $("results");
   const textList = $("texts");
   const hint = $("hint");
@@ -160,6 +161,8 @@
     if (data.count === 0) {
       statusEl.append(" \u2014 nothing found. Is the index empty? (vlmsearch info)");
     }
+    warningsEl.replaceChildren(...(data.warnings || []).map((w) => el("li", { text: w })));
+    warningsEl.hidden = !(data.warnings || []).length;
     if (data.target === "texts") {
       grid.replaceChildren();
       textList.hidden = false;

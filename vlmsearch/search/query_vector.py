@@ -1,8 +1,6 @@
-"""Where a query is answered: text, image, combined and negative queries → ranked hits.
+"""How a query becomes one unit vector.
 
-A query becomes one unit vector:
-
-* text only: the text's vector; image only: the image's vector;
+* text only: the text's vector; image only (a file, bytes or an indexed image): its vector;
 * text and image: the normalised mean of the two (each normalised first, so neither dominates);
 * each ``--not`` text subtracts ``NEGATIVE_WEIGHT`` × its vector, then the result is normalised.
 
@@ -13,44 +11,13 @@ in [-1, 1]; higher is more similar. Scores are comparable within one query, not 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
-from .encoders.base import l2_normalize
-from .errors import UsageError
+from ..encoders.base import l2_normalize
+from ..errors import UsageError
 
 NEGATIVE_WEIGHT = 0.5
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One image result. ``score`` is a cosine similarity (see the module docstring)."""
-
-    rank: int
-    score: float
-    path: str
-    id: int
-    width: int | None
-    height: int | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class TextHit:
-    """One text result of an image→text query."""
-
-    rank: int
-    score: float
-    text: str
-    id: int
-    source: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def combine(

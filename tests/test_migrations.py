@@ -1,0 +1,65 @@
+"""Indexes made by an earlier release open, upgrade their metadata schema in place, and keep
+every vector (nothing is re-embedded)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tests.imagegen import make_image
+from vlmsearch import Engine
+from vlmsearch.decode import decode_file
+from vlmsearch.encoders.fake import FakeEncoder
+from vlmsearch.store.schema import SCHEMA_VERSION
+
+V1_SCHEMA = Path(__file__).parent / "data" / "schema-v1.sql"
+
+
+def make_v1_index(index: Path, photos: list[Path]) -> None:
+    """An index as vlmsearch 0.1.0 wrote it: its schema (tests/data/schema-v1.sql, dumped from
+    an index it made), its rows and its format-1 manifest, for these photos."""
+    index.mkdir(parents=True)
+    encoder = FakeEncoder("fake", dim=32)
+    db = sqlite3.connect(index / "meta.sqlite")
+    db.executescript(V1_SCHEMA.read_text())
+    db.executemany("insert into meta (key, value) values (?, ?)",
+                   [("schema_version", "1"), ("seq", "1")])
+    for photo in photos:
+        decoded = decode_file(str(photo), encoder.image_spec, max_pixels=10**8)
+        vec = encoder.encode_images(decoded.pixels[None])[0]
+        st = photo.stat()
+        db.execute("insert or ignore into vectors (digest, vec) values (?, ?)",
+                   (decoded.digest, np.asarray(vec, np.float32).tobytes()))
+        db.execute("insert into files (path, size, mtime_ns, digest, width, height, status, "
+                   "error, seq, indexed_at) values (?, ?, ?, ?, ?, ?, 'ok', null, 1, ?)",
+                   (os.fsencode(photo), st.st_size, st.st_mtime_ns, decoded.digest,
+                    decoded.width, decoded.height, time.time()))
+    db.commit()
+    db.close()
+    (index / "manifest.json").write_text(json.dumps({
+        "format": 1, "metric": "inner_product",
+        "model": {"spec": "fake", "id": encoder.model_id, "dim": 32},
+        "created": "2026-11-20T10:00:00+00:00", "updated": "2026-11-20T10:00:00+00:00",
+        "vectors": {}}))
+
+
+def test_a_version_1_index_is_upgraded_without_reembedding(tmp_path: Path) -> None:
+    photos = [make_image(tmp_path / "photos" / f"{c}.png", c) for c in ("red", "green", "blue")]
+    index = tmp_path / "index"
+    make_v1_index(index, photos)
+    with Engine.open(index, create=False) as eng:
+        assert eng.search(text="green", k=1)[0].path == str(photos[1])
+        report = eng.index([tmp_path / "photos"])
+        assert (report.unchanged, report.encoded) == (3, 0)  # every stored vector kept
+        assert eng.info().unavailable == 0
+    db = sqlite3.connect(index / "meta.sqlite")
+    meta = dict(db.execute("select key, value from meta").fetchall())
+    assert int(meta["schema_version"]) == SCHEMA_VERSION
+    assert (meta["model_spec"], meta["dim"]) == ("fake", "32")
+    columns = {row[1] for row in db.execute("pragma table_info(files)")}
+    assert "unavailable" in columns

@@ -1,0 +1,208 @@
+"""The one indexing loop: sources → plan → an executor's per-file results → the store.
+
+The indexer takes its store, encoder and executor as constructor arguments (tests pass fakes).
+It never prints: it reports through a progress callback and returns an :class:`IndexReport`,
+made here for every executor, so a local run and a Ray run report the same way.
+
+Work is committed to the store every ``checkpoint_images`` files or ``checkpoint_seconds``
+seconds in one transaction, so a crash loses at most one checkpoint of work, and Ctrl-C keeps
+everything that finished (see :mod:`vlmsearch.indexing.plan` for which files are read).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..config import Settings
+from ..decode import DecodeError, decode_file
+from ..encoders.base import Encoder
+from ..errors import VlmsearchError
+from ..sources import FileRef
+from ..store.metadata import MetadataStore
+from ..store.records import FailedFile, FileState, IndexedFile
+from .executor import Executor, FileResult, LocalExecutor
+from .plan import Plan, make_plan
+from .report import IndexReport, Progress, ProgressCallback, no_progress
+
+log = logging.getLogger("vlmsearch.indexing")
+
+
+@dataclass
+class _Pending:
+    """One checkpoint's worth of results, not yet committed."""
+
+    indexed: list[IndexedFile] = field(default_factory=list)
+    failed: list[FailedFile] = field(default_factory=list)
+    vectors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.indexed) + len(self.failed)
+
+
+class Indexer:
+    """Brings the store up to date with the files under some roots."""
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        encoder: Encoder,
+        settings: Settings,
+        *,
+        executor: Executor | None = None,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.encoder = encoder
+        self.settings = settings
+        self.executor: Executor = executor or LocalExecutor(encoder, settings)
+        self.on_commit = on_commit or (lambda seq: None)
+
+    def run(
+        self,
+        roots: Sequence[str],
+        *,
+        exclude: Iterable[str] = (),
+        include_hidden: bool = False,
+        progress: ProgressCallback = no_progress,
+    ) -> IndexReport:
+        start = time.perf_counter()
+        plan = make_plan(self.store, roots, self.settings, exclude=exclude,
+                         include_hidden=include_hidden, progress=progress)
+        report = IndexReport(unchanged=plan.unchanged, unavailable=len(plan.kept_ids),
+                             walk_problems=plan.walk_problems,
+                             unavailable_places=plan.unavailable_places,
+                             missing_roots=plan.missing_roots)
+        try:
+            _Run(self, plan, report, progress).execute()
+        finally:
+            report.seconds = time.perf_counter() - start
+        return report
+
+
+class _Run:
+    """The state of one run between its plan and its report."""
+
+    def __init__(self, indexer: Indexer, plan: Plan, report: IndexReport,
+                 progress: ProgressCallback) -> None:
+        self.indexer = indexer
+        self.store = indexer.store
+        self.plan = plan
+        self.report = report
+        self.progress = progress
+        self.pending = _Pending()
+        self.removed_ids = list(plan.removed_ids)
+        self.encoded_digests: set[str] = set()  # got a vector from the model in this run
+        self.done: set[int] = set()
+        self.last_commit = time.monotonic()
+
+    def execute(self) -> None:
+        todo = self.plan.todo
+        settings = self.indexer.settings
+        self.progress(Progress("indexing", 0, len(todo)))
+        try:
+            if todo:
+                paths = [ref.path for ref, _ in todo]
+                for results in self.indexer.executor.results(paths, self._known):
+                    for result in results:
+                        if result.item not in self.done:  # a retried block comes twice
+                            self.done.add(result.item)
+                            self._record(*todo[result.item], result)
+                    self.progress(Progress("indexing", len(self.done), len(todo)))
+                    if (len(self.pending) >= settings.checkpoint_images
+                            or time.monotonic() - self.last_commit
+                            >= settings.checkpoint_seconds):
+                        self._commit()
+            self.report.removed = len(self.removed_ids)
+            self._commit(final=True)
+        except KeyboardInterrupt:
+            self._commit()  # keep every finished image: committing is one short transaction
+            raise
+        except VlmsearchError:
+            self._commit()
+            raise
+        except Exception as exc:
+            self._commit()  # keep what finished, then explain what failed
+            explained = self.indexer.executor.explain(exc)
+            if explained is exc:
+                raise
+            raise explained from exc
+
+    def _known(self, digests: Sequence[str]) -> set[str]:
+        return self.store.known_digests(digests) | (set(digests) & set(self.pending.vectors))
+
+    def _record(self, ref: FileRef, state: FileState | None, result: FileResult) -> None:
+        report, pending = self.report, self.pending
+        if result.error is not None:
+            if not result.vanished:
+                report.skipped += 1
+                report.skipped_files.append((ref.path, result.error))
+                pending.failed.append(FailedFile(ref.path, ref.size, ref.mtime_ns, result.error))
+            elif state is not None:
+                self.removed_ids.append(state.id)
+            return
+        digest = result.digest
+        vector: np.ndarray | None = None
+        if result.vector is not None and digest not in pending.vectors:
+            vector = np.asarray(result.vector, dtype=np.float32)
+            pending.vectors[digest] = vector
+        if result.vector is not None and digest not in self.encoded_digests:
+            self.encoded_digests.add(digest)
+            report.encoded += 1
+        else:  # a stored vector, or a copy of a content encoded earlier in the run
+            report.reused += 1
+        pending.indexed.append(IndexedFile(ref.path, ref.size, ref.mtime_ns, digest,
+                                           result.width, result.height, vector))
+        if state is not None and state.status == "ok":
+            report.updated += 1
+        else:
+            report.added += 1
+
+    def _commit(self, final: bool = False) -> None:
+        plan = self.plan
+        if not self.pending and not (final and (self.removed_ids or plan.kept_ids
+                                                or plan.back_ids)):
+            return
+        self._fill_missing_vectors()
+        pending = self.pending
+        seq = self.store.apply(
+            pending.indexed, pending.failed, self.removed_ids if final else (),
+            unavailable_ids=plan.kept_ids if final else (),
+            available_ids=plan.back_ids if final else ())
+        self.pending = _Pending()
+        self.last_commit = time.monotonic()
+        self.indexer.on_commit(seq)
+
+    def _fill_missing_vectors(self) -> None:
+        """Embed here the few reused contents whose stored vector is gone by now (the last
+        file that had it changed earlier in this run, or a worker skipped a content by a
+        table older than the run's own commits), so a checkpoint never refers to a missing
+        vector."""
+        pending = self.pending
+        wanted = {f.digest for f in pending.indexed if f.vector is None} - set(pending.vectors)
+        missing = wanted - self.store.known_digests(wanted) if wanted else set()
+        if not missing:
+            return
+        encoder, settings = self.indexer.encoder, self.indexer.settings
+        fixed: dict[str, np.ndarray] = {}
+        for n, f in enumerate(pending.indexed):
+            if f.digest not in missing or f.digest in fixed:
+                continue
+            try:
+                decoded = decode_file(f.path, encoder.image_spec, max_pixels=settings.max_pixels)
+            except DecodeError:
+                continue  # changed again meanwhile: left for the next run
+            if decoded.digest != f.digest:
+                continue
+            fixed[f.digest] = encoder.encode_images(decoded.pixels[None])[0]
+            pending.indexed[n] = IndexedFile(f.path, f.size, f.mtime_ns, f.digest, f.width,
+                                             f.height, fixed[f.digest])
+        # files whose content could not be re-read are left for the next run
+        pending.indexed = [f for f in pending.indexed if f.digest not in missing - set(fixed)]
+        pending.vectors.update(fixed)
+        log.info("embedded %d contents whose stored vector was dropped earlier in this run",
+                 len(fixed))

@@ -1,0 +1,69 @@
+"""What an index run reports while it runs (:class:`Progress`) and when it ends
+(:class:`IndexReport`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A progress report. ``phase`` is ``scanning`` (``total`` unknown), ``indexing``,
+    ``saving`` (writing the search index; ``done``/``total`` count vectors when it is rebuilt)
+    or ``exporting`` (preparing the fast text path, once per model); ``done``/``total`` count
+    files."""
+
+    phase: str
+    done: int
+    total: int | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+def no_progress(_: Progress) -> None:
+    return None
+
+
+@dataclass
+class IndexReport:
+    """What an index run did. Every file found under the roots is counted once in ``added``,
+    ``updated``, ``unchanged`` or ``skipped``; ``removed`` counts stored files that are gone.
+    ``reused`` (part of added + updated) took a stored vector by content digest instead of
+    being encoded; ``encoded`` went through the model.
+
+    ``unavailable`` counts indexed files kept because the place holding them could not be
+    reached this time (``unavailable_places``: a missing root, an unreadable folder, a link to
+    an unmounted drive); they are checked again on the next run. ``missing_roots`` lists the
+    roots given that do not exist."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    skipped: int = 0
+    reused: int = 0
+    encoded: int = 0
+    unavailable: int = 0
+    seconds: float = 0.0
+    skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of every file skipped in this run."""
+    walk_problems: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of links and entries that were skipped while walking (loops, aliases)."""
+    unavailable_places: list[tuple[str, str]] = field(default_factory=list)
+    """(path, reason) of places that could not be listed; what was indexed there is kept."""
+    missing_roots: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """False when a root was missing or indexed files had to be kept unchecked."""
+        return not self.missing_roots and not self.unavailable
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["seconds"] = round(self.seconds, 3)
+        for key in ("skipped_files", "walk_problems", "unavailable_places"):
+            data[key] = [{"path": p, "reason": r} for p, r in getattr(self, key)]
+        return data

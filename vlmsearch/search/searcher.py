@@ -1,0 +1,162 @@
+"""Where a query is answered: a :class:`SearchRequest` → query vector → FAISS → records.
+
+The searcher reads everything it returns from one store snapshot, so results are consistent
+while another process indexes: the FAISS copy is brought up to that snapshot, over-fetched a
+little, and ids a writer removed meanwhile are dropped at the join. Every search also checks the
+snapshot's model against the one it encodes queries with: after another process re-indexed with
+a new model, the engine follows it instead of ranking new vectors with an old model's query.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from sqlalchemy.engine import Connection
+
+from ..decode import DecodeError, decode_bytes
+from ..encoders.loaded import LoadedModel
+from ..errors import ImageError, NotInIndexError
+from ..sources import absolute
+from ..store.opening import IndexHandle
+from ..store.records import FileRecord, ModelRecord, StoreState
+from ..store.schema import Kind
+from .query_vector import combine
+from .request import ImageInput, SearchRequest, Target, check_k_and_target
+from .results import Hit, SearchResults, TextHit
+
+OVERFETCH = 8
+"""Extra results asked of FAISS, for ids that a concurrent writer removed meanwhile."""
+
+
+class Searcher:
+    """Answers searches on one open index. ``model()`` gives the model queries are encoded
+    with; ``follow(model)`` is called when the index's database names another one."""
+
+    def __init__(
+        self,
+        handle: IndexHandle,
+        model: Callable[[], LoadedModel],
+        follow: Callable[[ModelRecord], None],
+        *,
+        max_pixels: int,
+    ) -> None:
+        self.handle = handle
+        self._model = model
+        self._follow = follow
+        self.max_pixels = max_pixels
+
+    def search(self, request: SearchRequest) -> SearchResults[Any]:
+        req = request.checked()
+        with self.handle.store.read() as conn:
+            self.follow_switch(self.handle.store.state(conn))
+        model = self._model()
+        warnings: list[str] = []
+        texts = model.texts(need_images=req.image is not None)
+        positives: list[np.ndarray] = []
+        if req.text is not None:
+            positives.append(texts.encode_texts([req.text])[0])
+        exclude_path: str | None = None
+        if req.image is not None:
+            vector, exclude_path = self._image_vector(model, req.image)
+            positives.append(vector)
+        negatives = list(texts.encode_texts(list(req.negative))) if req.negative else []
+        for term in (req.text, *req.negative):
+            limit = model.text_token_limit(term) if term else None
+            if limit:
+                warnings.append(f"the query text is longer than the model reads ({limit} "
+                                "tokens); only its beginning was used")
+        with self.handle.store.read() as conn:
+            state = self.handle.store.state(conn)
+            if self.follow_switch(state):
+                return self.search(request)  # the model changed meanwhile: encode again
+            exclude: set[int] = set()
+            if req.like is not None:
+                positives.append(self._stored_vector(req.like, conn))
+                if req.target == "images":
+                    exclude.add(req.like)
+            if exclude_path is not None and req.target == "images":
+                rec = self.handle.store.record_for_path(exclude_path, conn)
+                if rec is not None:
+                    exclude.add(rec.id)
+            query = combine(positives, negatives)
+            results = self._nearest(query, req.k, req.target, exclude, conn, state)
+        results.warnings.extend(warnings)
+        return results
+
+    def search_vector(
+        self, query: np.ndarray, *, k: int = 10, target: Target = "images",
+        exclude_ids: set[int] | None = None,
+    ) -> SearchResults[Any]:
+        """Search with a ready query vector (unit length, the index's dim)."""
+        check_k_and_target(k, target)
+        with self.handle.store.read() as conn:
+            return self._nearest(query, k, target, exclude_ids or set(), conn,
+                                 self.handle.store.state(conn))
+
+    def record(self, ident: int) -> FileRecord:
+        """The indexed (status ok) file with this id, or :class:`NotInIndexError`."""
+        with self.handle.store.read() as conn:
+            record = self.handle.store.records([ident], conn).get(ident)
+        if record is None or record.status != "ok":
+            raise NotInIndexError(f"no image with id {ident} in this index")
+        return record
+
+    # --- the parts ---------------------------------------------------------------------------
+    def follow_switch(self, state: StoreState) -> bool:
+        """Follow a model switch another process made; True when there was one."""
+        recorded = state.model
+        if recorded is None or recorded.model_id == self.handle.manifest.model_id:
+            return False
+        self._follow(recorded)
+        return True
+
+    def _image_vector(self, model: LoadedModel, image: ImageInput) -> tuple[np.ndarray, str | None]:
+        path: str | None = None
+        if isinstance(image, bytes):
+            data = image
+        else:
+            path = absolute(image)
+            try:
+                with open(path, "rb") as fh:
+                    data = fh.read()
+            except OSError as exc:
+                raise ImageError(
+                    f"cannot read the query image {path}: {exc.strerror or exc}"
+                ) from exc
+        encoder = model.full
+        try:
+            decoded = decode_bytes(data, encoder.image_spec, max_pixels=self.max_pixels)
+        except DecodeError as exc:
+            where = f" {path}" if path else ""
+            raise ImageError(f"the query image{where} cannot be used: {exc.reason}") from exc
+        return encoder.encode_images(decoded.pixels[None])[0], path
+
+    def _stored_vector(self, ident: int, conn: Connection) -> np.ndarray:
+        vector = self.handle.store.image_vectors([ident], conn).get(ident)
+        if vector is None:
+            raise NotInIndexError(f"no image with id {ident} in this index")
+        return vector
+
+    def _nearest(
+        self, query: np.ndarray, k: int, target: Target, exclude: set[int], conn: Connection,
+        state: StoreState,
+    ) -> SearchResults[Any]:
+        kind: Kind = "image" if target == "images" else "text"
+        index, _ = self.handle.vectors.current(kind, conn, state=state)
+        if index.count == 0:
+            return SearchResults()
+        scores, ids = index.search(query.reshape(1, -1), k + len(exclude) + OVERFETCH)
+        pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True)
+                 if i >= 0 and int(i) not in exclude]
+        store = self.handle.store
+        if kind == "image":
+            recs = store.records([i for _, i in pairs], conn)
+            live = [(s, recs[i]) for s, i in pairs if i in recs and recs[i].status == "ok"][:k]
+            return SearchResults([Hit(n + 1, s, r.path, r.id, r.width, r.height)
+                                  for n, (s, r) in enumerate(live)])
+        texts = store.texts([i for _, i in pairs], conn)
+        found = [(s, i) for s, i in pairs if i in texts][:k]
+        return SearchResults([TextHit(n + 1, s, texts[i][0], i, texts[i][1])
+                              for n, (s, i) in enumerate(found)])

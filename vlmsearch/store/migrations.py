@@ -1,0 +1,62 @@
+"""Numbered schema steps: step N upgrades a database at version N-1 to version N.
+
+A new database is created at the newest version straight from :mod:`vlmsearch.store.schema`;
+an older one runs each missing step in order, in one transaction, so an upgrade either happens
+completely or not at all. Steps only ever add: an older vlmsearch refuses a newer schema instead
+of misreading it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from ..errors import IndexFormatError
+from .schema import SCHEMA_VERSION, Base
+from .sql import get_meta, set_meta
+
+log = logging.getLogger("vlmsearch.store")
+
+
+def _to_2(conn: Connection) -> None:
+    """``files.unavailable``: files kept while the place holding them could not be listed."""
+    conn.execute(sa.text(
+        "ALTER TABLE files ADD COLUMN unavailable BOOLEAN NOT NULL DEFAULT false"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2}
+
+
+def migrate(conn: Connection, *, read_only: bool) -> int:
+    """Bring the database behind ``conn`` (inside a transaction) to :data:`SCHEMA_VERSION`;
+    returns the version it had (0 for a new database)."""
+    version = 0
+    if sa.inspect(conn).has_table("meta"):
+        version = int(get_meta(conn, "schema_version").get("schema_version", 0))
+    if version > SCHEMA_VERSION:
+        raise IndexFormatError(
+            f"this index uses metadata schema {version}, newer than this vlmsearch understands "
+            f"({SCHEMA_VERSION}); upgrade vlmsearch (pip install -U vlmsearch)"
+        )
+    if version == SCHEMA_VERSION:
+        return version
+    if read_only:
+        raise IndexFormatError(
+            f"this index uses an older metadata schema ({version}) and its folder is read-only; "
+            "open it once from an account that can write to it"
+        )
+    start = time.perf_counter()
+    if version == 0:
+        Base.metadata.create_all(conn)
+        set_meta(conn, seq="0", schema_version=str(SCHEMA_VERSION))
+        return 0
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[step](conn)
+        set_meta(conn, schema_version=str(step))
+    log.info("upgraded the metadata schema from version %d to %d in %.2f s", version,
+             SCHEMA_VERSION, time.perf_counter() - start)
+    return version

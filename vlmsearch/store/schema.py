@@ -1,0 +1,111 @@
+"""The metadata database's tables (SQLAlchemy 2.0), as of the newest schema version.
+
+Older databases are brought here step by step by :mod:`vlmsearch.store.migrations`; a new
+database is created from these definitions directly.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+SCHEMA_VERSION = 2
+Kind = Literal["image", "text"]
+# 64-bit ids on PostgreSQL (a billion-image index with churn outgrows 2**31); SQLite keeps
+# INTEGER PRIMARY KEY, its 64-bit rowid, which AUTOINCREMENT needs.
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class FsPath(TypeDecorator[str]):
+    """A file system path stored as its raw bytes, so names that are not valid UTF-8 survive
+    the round trip (and byte-wise order makes "everything under this folder" a range query)."""
+
+    impl = sa.LargeBinary
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> bytes | None:
+        return None if value is None else os.fsencode(value)
+
+    def process_result_value(self, value: bytes | None, dialect: Any) -> str | None:
+        return None if value is None else os.fsdecode(bytes(value))
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class MetaRow(Base):
+    """Key/value settings of the database: ``schema_version``, the change number ``seq``, the
+    model the vectors were made with (``model_spec``, ``model_id``, ``dim``) and per-kind
+    ``pruned_<kind>`` (tombstones up to that seq have been deleted)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(sa.Text)
+
+
+class FileRow(Base):
+    """One image file. Its ``id`` is its id in the FAISS index.
+
+    ``status``: ``ok`` (has a vector), ``failed`` (``error`` says why) or ``pending`` (known, but
+    its vector was dropped by ``--reindex`` and not yet remade). ``unavailable`` marks an ok file
+    under a place the last run could not list (an unmounted drive): kept, not re-checked."""
+
+    __tablename__ = "files"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    path: Mapped[str] = mapped_column(FsPath, unique=True)
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
+    digest: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    width: Mapped[int | None] = mapped_column(sa.Integer)
+    height: Mapped[int | None] = mapped_column(sa.Integer)
+    status: Mapped[str] = mapped_column(sa.String(8))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+    indexed_at: Mapped[float] = mapped_column(sa.Float)
+    unavailable: Mapped[bool] = mapped_column(sa.Boolean, default=False,
+                                              server_default=sa.false())
+
+
+class VectorRow(Base):
+    """The image vector of one distinct file content."""
+
+    __tablename__ = "vectors"
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    vec: Mapped[bytes] = mapped_column(sa.LargeBinary)
+
+
+class TextRow(Base):
+    """One text of the corpus searched by image→text queries; its ``id`` is its FAISS id."""
+
+    __tablename__ = "texts"
+    __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
+    id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    digest: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    text: Mapped[str] = mapped_column(sa.Text)
+    source: Mapped[str | None] = mapped_column(sa.Text)
+    vec: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+
+
+class Tombstone(Base):
+    """A deleted id, so a stale FAISS file can drop it. Pruned once every FAISS file of its
+    kind reflects it (see :mod:`vlmsearch.store.sync`)."""
+
+    __tablename__ = "tombstones"
+    rowid: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(sa.String(8))
+    item_id: Mapped[int] = mapped_column(sa.BigInteger)
+    seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
+
+
+FILES: sa.Table = FileRow.__table__  # type: ignore[assignment]
+VECTORS: sa.Table = VectorRow.__table__  # type: ignore[assignment]
+TEXTS: sa.Table = TextRow.__table__  # type: ignore[assignment]
+TOMBSTONES: sa.Table = Tombstone.__table__  # type: ignore[assignment]
+META: sa.Table = MetaRow.__table__  # type: ignore[assignment]
