@@ -7,6 +7,13 @@
    built with the default architecture (``openclip:ViT-B-32/random``: random weights cost the
    same as trained ones), with the fast text path (ONNX) and without it (torch), median of runs.
 3. ``memory``: peak RSS of a process serving the 1M-vector index (open + 200 queries).
+4. ``filtered``: searches among the images matching a date filter that selects 0.1 %, 1 %,
+   10 % and 100 % of a 1M-image index (IVF), through ``Engine.search_vector(where=...)``
+   (everything a filtered query does but encoding its text): median and p95 latency, and
+   recall@10 against an exact search of the matching images; plus the one-time load of the
+   filter columns.
+5. ``backfill``: reading the photo metadata (EXIF date, camera, GPS, place) of 10,000 indexed
+   JPEGs from their headers, as an index made before vlmsearch read it does on its next run.
 
     python bench/query_latency.py                 # everything (the 1M index takes minutes)
     python bench/query_latency.py --sizes 10000 100000 --skip-cold
@@ -156,6 +163,110 @@ def serving_memory(index_dir: Path) -> dict[str, object]:
             "peak_rss_mb": round(int(out[1]) / 1024, 1)}
 
 
+FILTER_DIM = 512
+YEARS = 10
+
+
+def build_filtered_index(folder: Path, n: int, centres: np.ndarray) -> tuple[Path, np.ndarray,
+                                                                              np.ndarray]:
+    """An index of ``n`` fake images with synthetic vectors and dates spread over ten years
+    (fake:512 model: the same vectors an encoder would give, no model needed)."""
+    from vlmsearch.photo_meta import PhotoMeta
+
+    index_dir = folder / f"filtered-{n}"
+    vecs = synthetic(n, 3, centres)
+    taken = np.random.default_rng(4).uniform(1.42e9, 1.42e9 + YEARS * 365.25 * 86400, n)
+    if not (index_dir / "manifest.json").exists():
+        with Engine.open(index_dir, model=f"fake:{FILTER_DIM}") as eng:
+            chunk = 20_000
+            for start in range(0, n, chunk):
+                rows = [IndexedFile(f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg", 3_000_000, 0,
+                                    f"{i:032x}", 4000, 3000, vecs[i],
+                                    PhotoMeta(taken="x", taken_ts=float(taken[i])))
+                        for i in range(start, min(n, start + chunk))]
+                eng._handle.store.apply(rows)
+            eng._handle.vectors.save("image")
+    return index_dir, vecs, taken
+
+
+def filtered(folder: Path, n: int, centres: np.ndarray, n_queries: int = 100
+             ) -> dict[str, object]:
+    from datetime import datetime, timezone
+
+    from vlmsearch import Filter
+
+    index_dir, vecs, taken = build_filtered_index(folder, n, centres)
+    order = np.argsort(taken)
+    q = queries(n_queries, centres)
+    rng = np.random.default_rng(5)
+
+    def moment(ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, tz=timezone.utc).replace(tzinfo=None)
+
+    out: dict[str, object] = {"vectors": n}
+    with Engine.open(index_dir, create=False) as eng:
+        start = time.perf_counter()
+        eng.search_vector(q[0], k=10, where=Filter(after="1990"))  # loads the columns once
+        out["columns_load_s"] = round(time.perf_counter() - start, 3)
+        out["index_type"] = eng.info().index_type
+        for fraction in (0.001, 0.01, 0.1, 1.0):
+            m = max(1, int(n * fraction))
+            times, hits = [], 0
+            for row in q:
+                first = int(rng.integers(0, n - m + 1))
+                rows = order[first:first + m]  # the m images of one date window
+                where = Filter(after=moment(taken[rows[0]]), before=moment(taken[rows[-1]]))
+                t = time.perf_counter()
+                found = eng.search_vector(row, k=10, where=where)
+                times.append((time.perf_counter() - t) * 1000)
+                truth = rows[np.argsort(-(vecs[rows] @ row))[:10]] + 1  # ids start at 1
+                hits += len({h.id for h in found} & set(truth.tolist()))
+            out[f"{fraction * 100:g}%"] = {
+                "matching": m,
+                "latency_ms": {"median": round(statistics.median(times), 3),
+                               "p95": round(float(np.percentile(times, 95)), 3)},
+                "recall_at_10": round(hits / (10 * len(q)), 4)}
+    return out
+
+
+def backfill(folder: Path, n: int = 10_000) -> dict[str, object]:
+    """Time the metadata backfill of ``n`` real JPEGs with EXIF blocks."""
+    import sqlite3
+
+    from PIL import Image
+
+    photos = folder / f"exif-photos-{n}"
+    if not photos.exists():
+        rng = np.random.default_rng(6)
+        for i in range(n):
+            exif = Image.Exif()
+            exif[0x010F], exif[0x0110] = "Canon", f"EOS {i % 7}D"
+            exif.get_ifd(0x8769)[0x9003] = f"20{10 + i % 14:02d}:0{1 + i % 9}:1{i % 9} 12:00:00"
+            gps = exif.get_ifd(0x8825)
+            gps[1], gps[2] = "N", (float(30 + i % 30), 10.0, 0.0)
+            gps[3], gps[4] = "E", (float(i % 60), 5.0, 0.0)
+            sub = photos / f"{i // 1000:02d}"
+            sub.mkdir(parents=True, exist_ok=True)
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            Image.new("RGB", (64, 48), colour).save(sub / f"{i:05d}.jpg", exif=exif.tobytes())
+    index_dir = folder / f"backfill-{n}"
+    with Engine.open(index_dir, model="fake") as eng:
+        eng.index([photos])
+    db = sqlite3.connect(index_dir / "meta.sqlite")
+    db.execute("update files set meta_version = 0, taken = null, taken_ts = null, lat = null, "
+               "lon = null, camera_make = null, camera_model = null, place_city = null")
+    db.commit()
+    db.close()
+    with Engine.open(index_dir, create=False) as eng:
+        report = eng.index([photos])
+        info = eng.info()
+    return {"images": n, "metadata_read": report.metadata_read,
+            "seconds": round(report.metadata_seconds, 2),
+            "seconds_per_10000": round(report.metadata_seconds * 10_000 / n, 2),
+            "encoded": report.encoded, "with_date": info.with_date,
+            "with_position": info.with_position}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,13 +277,28 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true")
     parser.add_argument("--memory-size", type=int, default=1_000_000)
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--filtered-size", type=int, default=1_000_000)
+    parser.add_argument("--skip-filtered", action="store_true")
+    parser.add_argument("--skip-backfill", action="store_true")
+    parser.add_argument("--only", choices=["filtered", "backfill"], default=None,
+                        help="run only this part")
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "vlmsearch-bench")
     args = parser.parse_args()
     centres = np.random.default_rng(7).standard_normal((2000, DIM)).astype(np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    result: dict[str, object] = {"benchmark": "query_latency", "warm": warm(args.sizes, centres)}
     args.work.mkdir(parents=True, exist_ok=True)
+    result: dict[str, object] = {"benchmark": "query_latency"}
+    if args.only:
+        part = (filtered(args.work, args.filtered_size, centres) if args.only == "filtered"
+                else backfill(args.work))
+        print(json.dumps({**result, args.only: part}, indent=2))
+        return
+    result["warm"] = warm(args.sizes, centres)
+    if not args.skip_filtered:
+        result["filtered"] = filtered(args.work, args.filtered_size, centres)
+    if not args.skip_backfill:
+        result["backfill"] = backfill(args.work)
     if not args.skip_cold:
         index_dir = build_index(args.work, args.cold_size, args.model, centres)
         result["cold"] = {"images": args.cold_size, "model": args.model,

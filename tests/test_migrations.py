@@ -11,8 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tests.exifgen import photo
 from tests.imagegen import make_image
-from vlmsearch import Engine
+from vlmsearch import Engine, Filter
 from vlmsearch.decode import decode_file
 from vlmsearch.encoders.fake import FakeEncoder
 from vlmsearch.store.schema import SCHEMA_VERSION
@@ -29,15 +30,15 @@ def make_v1_index(index: Path, photos: list[Path]) -> None:
     db.executescript(V1_SCHEMA.read_text())
     db.executemany("insert into meta (key, value) values (?, ?)",
                    [("schema_version", "1"), ("seq", "1")])
-    for photo in photos:
-        decoded = decode_file(str(photo), encoder.image_spec, max_pixels=10**8)
+    for picture_path in photos:
+        decoded = decode_file(str(picture_path), encoder.image_spec, max_pixels=10**8)
         vec = encoder.encode_images(decoded.pixels[None])[0]
-        st = photo.stat()
+        st = picture_path.stat()
         db.execute("insert or ignore into vectors (digest, vec) values (?, ?)",
                    (decoded.digest, np.asarray(vec, np.float32).tobytes()))
         db.execute("insert into files (path, size, mtime_ns, digest, width, height, status, "
                    "error, seq, indexed_at) values (?, ?, ?, ?, ?, ?, 'ok', null, 1, ?)",
-                   (os.fsencode(photo), st.st_size, st.st_mtime_ns, decoded.digest,
+                   (os.fsencode(picture_path), st.st_size, st.st_mtime_ns, decoded.digest,
                     decoded.width, decoded.height, time.time()))
     db.commit()
     db.close()
@@ -49,17 +50,27 @@ def make_v1_index(index: Path, photos: list[Path]) -> None:
 
 
 def test_a_version_1_index_is_upgraded_without_reembedding(tmp_path: Path) -> None:
-    photos = [make_image(tmp_path / "photos" / f"{c}.png", c) for c in ("red", "green", "blue")]
+    photos = [make_image(tmp_path / "photos" / f"{c}.png", c) for c in ("red", "green")]
+    photos.append(photo(tmp_path / "photos" / "blue.jpg", "blue", taken="2021:05:06 07:08:09",
+                        make="Nikon", model="Z 6", gps=(48.85837, 2.294481)))
     index = tmp_path / "index"
     make_v1_index(index, photos)
     with Engine.open(index, create=False) as eng:
         assert eng.search(text="green", k=1)[0].path == str(photos[1])
+        assert eng.info().with_date == 0  # not read yet: no second decode at open
         report = eng.index([tmp_path / "photos"])
         assert (report.unchanged, report.encoded) == (3, 0)  # every stored vector kept
-        assert eng.info().unavailable == 0
+        assert report.metadata_read == 3 and report.metadata_seconds > 0
+        info = eng.info()
+        assert (info.unavailable, info.with_date, info.with_position, info.with_camera) == (
+            0, 1, 1, 1)
+        (hit,) = eng.search(where=Filter(place="Paris"))
+        assert hit.path == str(photos[2]) and hit.taken == "2021-05-06T07:08:09"
+        again = eng.index([tmp_path / "photos"])
+        assert again.metadata_read == 0  # read once
     db = sqlite3.connect(index / "meta.sqlite")
     meta = dict(db.execute("select key, value from meta").fetchall())
     assert int(meta["schema_version"]) == SCHEMA_VERSION
     assert (meta["model_spec"], meta["dim"]) == ("fake", "32")
     columns = {row[1] for row in db.execute("pragma table_info(files)")}
-    assert "unavailable" in columns
+    assert {"unavailable", "taken", "taken_ts", "lat", "lon", "place_metro"} <= columns

@@ -42,7 +42,8 @@ from vlmsearch.web.app import status_for
 from vlmsearch.web.guards import LOOPBACK_HOSTS, host_of
 from vlmsearch.web.thumbnails import ThumbnailCache
 
-HIT_KEYS = ["rank", "score", "path", "id", "width", "height"]
+HIT_KEYS = ["rank", "score", "path", "id", "width", "height", "taken", "camera", "place", "lat",
+            "lon"]
 TEXT_HIT_KEYS = ["rank", "score", "text", "id", "source"]
 
 

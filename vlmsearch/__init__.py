@@ -2,7 +2,8 @@
 
 The public API is :class:`Engine` (open an index, index folders, search by text or image),
 the result types :class:`Hit`, :class:`TextHit` and :class:`SearchResults`,
-:class:`IndexReport`, :class:`Settings`, and
+:class:`Filter` (search by date, place, camera, folder), :class:`IndexReport`,
+:class:`Settings`, and
 the errors (all subclasses of :class:`VlmsearchError`, whose messages say how to fix the
 problem). Importing ``vlmsearch`` is cheap: torch is only imported when a model is loaded.
 """
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Engine",
+    "Filter",
     "Hit",
     "ImageError",
     "IndexFormatError",
@@ -54,6 +56,7 @@ __all__ = [
 
 _LAZY = {
     "Engine": "engine",
+    "Filter": "search.filters",
     "IndexInfo": "engine",
     "Hit": "search.results",
     "TextHit": "search.results",
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
     from .config import Settings
     from .engine import Engine, IndexInfo
     from .indexing.report import IndexReport, Progress
+    from .search.filters import Filter
     from .search.results import Hit, SearchResults, TextHit
 
 

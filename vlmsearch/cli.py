@@ -139,6 +139,7 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[Any], None]]:
 
         def update(event: Any) -> None:
             description = {"scanning": "Scanning", "indexing": label, "saving": "Saving",
+                           "metadata": "Reading photo metadata (no re-embedding)",
                            "exporting": "Preparing fast text queries (once per model)"}
             bar.update(task, description=description.get(event.phase, event.phase),
                        completed=event.done, total=event.total)
@@ -242,6 +243,10 @@ def _render_index_report(report: Any, index_path: Path) -> None:
         f"{report.removed} removed, {report.skipped} skipped in {report.seconds:.1f}s "
         f"({report.encoded} encoded, {report.reused} reused by content)"
     )
+    if report.metadata_read:
+        typer.echo(f"read the photo metadata (date, camera, place) of {report.metadata_read} "
+                   f"indexed files from their headers in {report.metadata_seconds:.1f}s; "
+                   "nothing was re-embedded")
     for path, reason in report.skipped_files[:10]:
         typer.echo(f"  skipped {_shown(path)}: {reason}", err=True)
     if len(report.skipped_files) > 10:
@@ -278,8 +283,36 @@ def query(
     json_out: JsonOut = False,
     paths_only: Annotated[bool, typer.Option(
         "--paths-only", help="Print only the paths, one per line (for piping).")] = False,
+    after: Annotated[Optional[str], typer.Option(
+        "--after", help="Taken on or after this day, month or year (2023-07-14, 2023-07, "
+        "2023).", rich_help_panel="Filters")] = None,
+    before: Annotated[Optional[str], typer.Option(
+        "--before", help="Taken on or before this day, month or year (both ends are "
+        "inclusive).", rich_help_panel="Filters")] = None,
+    folders: Annotated[Optional[list[Path]], typer.Option(
+        "--in", help="Only files under this folder (repeatable).", file_okay=False,
+        rich_help_panel="Filters")] = None,
+    camera: Annotated[Optional[str], typer.Option(
+        "--camera", help="Camera make or model contains this, any case (fuji, 'EOS R5').",
+        rich_help_panel="Filters")] = None,
+    place: Annotated[Optional[str], typer.Option(
+        "--place", help="Taken in this city, region or country, any case, accents ignored "
+        "(Paris, Lisboa, 'Paris, France').", rich_help_panel="Filters")] = None,
+    near: Annotated[Optional[str], typer.Option(
+        "--near", help="Taken within KM (default 10) of a position: LAT,LON[,KM].",
+        rich_help_panel="Filters")] = None,
+    types: Annotated[Optional[list[str]], typer.Option(
+        "--type", help="Only files with this extension (repeatable; jpg also means jpeg).",
+        rich_help_panel="Filters")] = None,
+    sort: Annotated[Optional[str], typer.Option(
+        "--sort", help="score (default with TEXT or --image), date (oldest first; default "
+        "for a filter alone) or -date.", rich_help_panel="Filters")] = None,
+    min_score: Annotated[Optional[float], typer.Option(
+        "--min-score", help="Drop results scoring below this cosine similarity.",
+        rich_help_panel="Filters")] = None,
 ) -> None:
-    """Search the index by TEXT, by --image, or both.
+    """Search the index by TEXT, by --image, or both; filters narrow it down, and a filter
+    alone lists its matches by date.
 
     The score is the cosine similarity between the query and each result (higher is closer).
     """
@@ -291,11 +324,15 @@ def query(
 
             preload_for_index(index_dir_for(index_name, index_dir))  # overlaps the imports
         from .engine import Engine
+        from .search.filters import Filter
 
+        where = Filter(after=after, before=before, folders=folders or (), camera=camera,
+                       place=place, near=near, types=types or ())
         with Engine.open(index_dir, name=index_name, model=model,
                          settings=_settings(device=device), create=False) as eng:
             hits = eng.search(text=text, image=image, negative=negative or (), k=top_k,
-                              target=target)  # type: ignore[arg-type]
+                              target=target, where=where, sort=sort,  # type: ignore[arg-type]
+                              min_score=min_score)
         for warning in hits.warnings:
             typer.echo(f"note: {warning}", err=True)
         if json_out:
@@ -329,9 +366,21 @@ def _render_hits(hits: list[Any], target: str) -> None:
     else:
         table.add_column("path", overflow="fold")
         table.add_column("size", justify="right")
+        dated = any(h.taken for h in hits)
+        placed = any(h.place for h in hits)
+        if dated:
+            table.add_column("taken")
+        if placed:
+            table.add_column("place", overflow="fold")
         for h in hits:
             size = f"{h.width}×{h.height}" if h.width else ""
-            table.add_row(str(h.rank), f"{h.score:.3f}", _shown(h.path), size)
+            row = [str(h.rank), "" if h.score is None else f"{h.score:.3f}", _shown(h.path),
+                   size]
+            if dated:
+                row.append((h.taken or "").replace("T", " ")[:16])
+            if placed:
+                row.append(h.place or "")
+            table.add_row(*row)
     console.print(table)
 
 

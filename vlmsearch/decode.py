@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .photo_meta import NO_META, PhotoMeta, read_photo_meta
+
 # We enforce our own, configurable pixel limit (``max_pixels``) before decoding; Pillow's
 # warning for large images would only add noise. Its hard error is still caught below.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
@@ -74,12 +76,14 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A decoded file: model-ready uint8 pixels (size×size×3), original upright size, digest."""
+    """A decoded file: model-ready uint8 pixels (size×size×3), original upright size, digest,
+    and what its metadata says (:mod:`vlmsearch.photo_meta`)."""
 
     pixels: np.ndarray
     width: int
     height: int
     digest: str
+    meta: PhotoMeta = NO_META
 
 
 _openers_registered = False
@@ -214,7 +218,21 @@ def decode_bytes(data: bytes, spec: ImageSpec, *, max_pixels: int) -> DecodedIma
         pixels = prepare(img, spec)
     except Exception as exc:
         raise DecodeError(f"could not resize image: {_short(exc)}") from None
-    return DecodedImage(pixels, width, height, content_digest(data))
+    return DecodedImage(pixels, width, height, content_digest(data), read_bytes_meta(data))
+
+
+def read_bytes_meta(data: bytes) -> PhotoMeta:
+    """The metadata in a file's headers (parsed again, not decoded: microseconds)."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return read_photo_meta(img)
+    except Exception:
+        return PhotoMeta()
+
+
+def register_optional_openers() -> None:
+    """Make every optional format Pillow can be taught (HEIC/HEIF, ...) openable."""
+    _register_optional_openers()
 
 
 def decode_file(path: str, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:

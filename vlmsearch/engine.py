@@ -36,6 +36,7 @@ from .errors import ModelMismatchError, UsageError
 from .indexing import Indexer, IndexReport, Progress, ProgressCallback, no_progress
 from .indexing.executor import Executor, LocalExecutor
 from .search import Searcher, SearchRequest, SearchResults
+from .search.filters import Filter
 from .search.request import ImageInput, Target
 from .sources import absolute
 from .store.layout import IndexLayout
@@ -56,7 +57,9 @@ class IndexInfo:
     """What ``vlmsearch info`` shows. ``pending``: files waiting to be re-embedded after a
     ``--reindex`` (the next ``index`` run of their folder does it); ``unavailable``: indexed
     files kept while the place holding them could not be reached; ``recall_at_10``: measured
-    recall of the approximate search index (None for exact search)."""
+    recall of the approximate search index (None for exact search); ``with_date``,
+    ``with_position``, ``with_camera``: images whose own metadata gives a date taken, a GPS
+    position, a camera."""
 
     path: str
     images: int
@@ -64,6 +67,9 @@ class IndexInfo:
     failed: int
     pending: int
     unavailable: int
+    with_date: int
+    with_position: int
+    with_camera: int
     model: str
     model_id: str
     dim: int
@@ -203,15 +209,16 @@ class Engine:
         exclude: Iterable[str] = (),
         include_hidden: bool = False,
         progress: ProgressCallback | None = None,
-        engine: Literal["local", "ray"] = "local",
+        engine: Literal["local", "ray"] | None = None,
         ray: RayOptions | None = None,
     ) -> IndexReport:
         """Add new and changed images under ``paths``, drop deleted ones (see
         :mod:`vlmsearch.indexing.plan` for the rules). Holds the index's write lock throughout.
 
-        ``engine="ray"`` decodes and embeds on a Ray cluster (``ray``: its
-        :class:`~vlmsearch.distributed.RayOptions`), with the same rules and report; this
-        process stays the only writer (see :mod:`vlmsearch.distributed`).
+        ``engine="ray"`` (the default when ``ray`` options are given) decodes and embeds on a
+        Ray cluster (``ray``: its :class:`~vlmsearch.distributed.RayOptions`), with the same
+        rules and report; this process stays the only writer (see
+        :mod:`vlmsearch.distributed`). ``engine="local"`` with ``ray`` options is an error.
         """
         roots = [absolute(p) for p in paths]
         if not roots:
@@ -238,8 +245,9 @@ class Engine:
         return report
 
     def _executor(
-        self, engine: str, ray: RayOptions | None, encoder: Encoder
+        self, engine: str | None, ray: RayOptions | None, encoder: Encoder
     ) -> Executor:
+        engine = engine or ("ray" if ray is not None else "local")
         if engine not in ENGINES:
             raise UsageError(f"unknown indexing engine {engine!r}: use local or ray")
         if engine == "local":
@@ -328,6 +336,9 @@ class Engine:
         negative: Sequence[str] = (),
         k: int = 10,
         target: Target = "images",
+        where: Filter | None = None,
+        sort: str | None = None,
+        min_score: float | None = None,
     ) -> SearchResults[Any]:
         """Search the index. Returns :class:`~vlmsearch.Hit` (``target="images"``) or
         :class:`~vlmsearch.TextHit` (``target="texts"``) objects, best first, in a list with
@@ -336,17 +347,24 @@ class Engine:
         ``text``: words; ``image``: a file's path or its bytes; ``like``: the id of an indexed
         image ("more like this"); any mix of the three (not ``image`` with ``like``).
         ``negative`` texts push results away. A query image that is itself indexed, and the
-        ``like`` image, are left out of image results."""
+        ``like`` image, are left out of image results.
+
+        ``where``: only images matching this :class:`~vlmsearch.Filter` (date, folder, camera,
+        place, position, type); the results are the true top ``k`` among the matches. A
+        filter alone (no text, image or ``like``) lists its matches by date. ``sort``:
+        ``score`` (default with a query), ``date`` (oldest first) or ``-date``; ``min_score``
+        drops results below that cosine similarity."""
         return self._searcher.search(SearchRequest(text, image, like, tuple(negative), k,
-                                                   target))
+                                                   target, where, sort, min_score))
 
     def search_vector(
         self, query: np.ndarray, *, k: int = 10, target: Target = "images",
-        exclude_ids: Iterable[int] = (),
+        exclude_ids: Iterable[int] = (), where: Filter | None = None,
     ) -> SearchResults[Any]:
-        """Search with a ready query vector (unit length, the index's dim)."""
+        """Search with a ready query vector (unit length, the index's dim), optionally among
+        the images matching ``where``."""
         return self._searcher.search_vector(query, k=k, target=target,
-                                            exclude_ids=set(exclude_ids))
+                                            exclude_ids=set(exclude_ids), where=where)
 
     def record(self, ident: int) -> FileRecord:
         """The indexed image with id ``ident`` (as search results give it), or
@@ -371,6 +389,9 @@ class Engine:
             failed=counts["failed"],
             pending=counts["pending"],
             unavailable=counts["unavailable"],
+            with_date=counts["with_date"],
+            with_position=counts["with_position"],
+            with_camera=counts["with_camera"],
             model=manifest.model_spec,
             model_id=manifest.model_id,
             dim=manifest.dim,

@@ -20,6 +20,7 @@ object-store budget (``RayOptions.object_store_limit``); see docs/scale.md.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,7 @@ from sqlalchemy.engine import Connection
 from ..config import Settings
 from ..encoders.base import Encoder
 from ..indexing.executor import FileResult, KnownDigests
+from ..photo_meta import PhotoMeta
 from ..store.metadata import MetadataStore
 from ..store.schema import VECTORS, Kind
 from ..store.sync import Rebuilder, SaveProgress, rebuild
@@ -175,5 +177,6 @@ def _result(block: dict[str, np.ndarray], row: int) -> FileResult:
     vector: Any = None
     if bool(block["has_vector"][row]):
         vector = np.array(block["vector"][row], dtype=np.float32)
+    meta = PhotoMeta(**json.loads(str(block["meta"][row]))) if block["meta"][row] else PhotoMeta()
     return FileResult(item, str(block["digest"][row]), int(block["width"][row]),
-                      int(block["height"][row]), vector)
+                      int(block["height"][row]), vector, meta=meta)

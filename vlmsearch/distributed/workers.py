@@ -3,7 +3,8 @@
 A block is a dict of NumPy columns, ``i`` (the file's position in the driver's to-do list) and
 ``path``. The result has one row per input row:
 
-* ``i``, ``digest`` (content hash, ``""`` when the file failed), ``width``, ``height``;
+* ``i``, ``digest`` (content hash, ``""`` when the file failed), ``width``, ``height``, ``meta``
+  (what the photo says about itself, :class:`~vlmsearch.photo_meta.PhotoMeta` as JSON);
 * ``error`` (``""`` when decoded) and ``vanished`` (the file disappeared: nothing to record);
 * ``vector`` (N×dim float32) and ``has_vector``: False for failed files and for contents whose
   digest the store already had when the run started (their vector is reused, not recomputed).
@@ -16,6 +17,7 @@ Ray at module level either, so the functions can be tested without a cluster.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -93,6 +95,7 @@ def _empty_result(ids: np.ndarray, n: int) -> Block:
         "error": np.array([""] * n, dtype=object),
         "vanished": np.zeros(n, dtype=bool),
         "has_vector": np.zeros(n, dtype=bool),
+        "meta": np.array([""] * n, dtype=object),
     }
 
 
@@ -100,6 +103,7 @@ def _fill(out: Block, row: int, result: DecodedImage) -> None:
     out["digest"][row] = result.digest
     out["width"][row] = result.width
     out["height"][row] = result.height
+    out["meta"][row] = json.dumps(result.meta.to_dict())
 
 
 class BlockEncoder:

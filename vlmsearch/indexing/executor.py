@@ -22,6 +22,7 @@ import numpy as np
 from ..config import Settings
 from ..decode import DecodedImage, DecodeError
 from ..encoders.base import Encoder
+from ..photo_meta import NO_META, PhotoMeta
 from ..pipeline import decode_parallel
 from ..store.sync import Rebuilder, rebuild
 
@@ -42,6 +43,7 @@ class FileResult:
     error: str | None = None
     vanished: bool = False
     """The file disappeared before it was read: nothing to record."""
+    meta: PhotoMeta = NO_META
 
 
 class Executor(Protocol):
@@ -111,5 +113,5 @@ class LocalExecutor:
         if first:
             pixels = np.stack([batch[row][1].pixels for row in first.values()])
             vectors = dict(zip(first.values(), self.encoder.encode_images(pixels), strict=True))
-        return [FileResult(item, d.digest, d.width, d.height, vectors.get(row))
+        return [FileResult(item, d.digest, d.width, d.height, vectors.get(row), meta=d.meta)
                 for row, (item, d) in enumerate(batch)]

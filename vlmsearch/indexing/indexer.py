@@ -12,8 +12,10 @@ everything that finished (see :mod:`vlmsearch.indexing.plan` for which files are
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,6 +24,8 @@ from ..config import Settings
 from ..decode import DecodeError, decode_file
 from ..encoders.base import Encoder
 from ..errors import VlmsearchError
+from ..photo_meta import PhotoMeta, read_file_meta
+from ..places import Place, place_for
 from ..sources import FileRef
 from ..store.metadata import MetadataStore
 from ..store.records import FailedFile, FileState, IndexedFile
@@ -30,6 +34,15 @@ from .plan import Plan, make_plan
 from .report import IndexReport, Progress, ProgressCallback, no_progress
 
 log = logging.getLogger("vlmsearch.indexing")
+
+BACKFILL_CHUNK = 500
+
+
+def place_of(meta: PhotoMeta) -> Place:
+    """The place names of a photo's GPS position (none without one)."""
+    if meta.lat is None or meta.lon is None:
+        return Place()
+    return place_for(meta.lat, meta.lon)
 
 
 @dataclass
@@ -78,10 +91,34 @@ class Indexer:
                              unavailable_places=plan.unavailable_places,
                              missing_roots=plan.missing_roots)
         try:
+            if plan.backfill:
+                self._backfill(plan.backfill, report, progress)
             _Run(self, plan, report, progress).execute()
         finally:
             report.seconds = time.perf_counter() - start
         return report
+
+    def _backfill(self, files: list[tuple[int, str]], report: IndexReport,
+                  progress: ProgressCallback) -> None:
+        """Read the photo metadata of already indexed files from their headers (threads: it
+        is I/O), committing in chunks so an interrupted backfill resumes where it stopped."""
+        start = time.perf_counter()
+        total = len(files)
+        progress(Progress("metadata", 0, total))
+        workers = self.settings.decode_workers or max(1, (os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=workers,
+                                thread_name_prefix="vlmsearch-meta") as pool:
+            for begin in range(0, total, BACKFILL_CHUNK):
+                chunk = files[begin:begin + BACKFILL_CHUNK]
+                metas = list(pool.map(read_file_meta, [path for _, path in chunk]))
+                self.store.update_photo_meta(
+                    [(ident, meta, place_of(meta)) for (ident, _), meta in zip(chunk, metas,
+                                                                               strict=True)])
+                report.metadata_read += len(chunk)
+                progress(Progress("metadata", report.metadata_read, total))
+        report.metadata_seconds = time.perf_counter() - start
+        log.info("read the photo metadata of %d indexed files in %.1f s", total,
+                 report.metadata_seconds)
 
 
 class _Run:
@@ -156,7 +193,8 @@ class _Run:
         else:  # a stored vector, or a copy of a content encoded earlier in the run
             report.reused += 1
         pending.indexed.append(IndexedFile(ref.path, ref.size, ref.mtime_ns, digest,
-                                           result.width, result.height, vector))
+                                           result.width, result.height, vector, result.meta,
+                                           place_of(result.meta)))
         if state is not None and state.status == "ok":
             report.updated += 1
         else:
@@ -200,7 +238,7 @@ class _Run:
                 continue
             fixed[f.digest] = encoder.encode_images(decoded.pixels[None])[0]
             pending.indexed[n] = IndexedFile(f.path, f.size, f.mtime_ns, f.digest, f.width,
-                                             f.height, fixed[f.digest])
+                                             f.height, fixed[f.digest], f.meta, f.place)
         # files whose content could not be re-read are left for the next run
         pending.indexed = [f for f in pending.indexed if f.digest not in missing - set(fixed)]
         pending.vectors.update(fixed)

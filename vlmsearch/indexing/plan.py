@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from ..config import Settings
 from ..sources import FileRef, walk
 from ..store.metadata import MetadataStore
-from ..store.records import FileState
+from ..store.records import META_VERSION, FileState
 from .report import Progress, ProgressCallback
 
 SCAN_REPORT_EVERY = 1000
@@ -34,6 +34,9 @@ class Plan:
     """Indexed files under unavailable places: kept, marked unavailable."""
     back_ids: list[int] = field(default_factory=list)
     """Files marked unavailable by an earlier run and found again."""
+    backfill: list[tuple[int, str]] = field(default_factory=list)
+    """(id, path) of unchanged files whose photo metadata was never read (indexed before
+    vlmsearch read it): read from their headers, without re-embedding."""
     walk_problems: list[tuple[str, str]] = field(default_factory=list)
     unavailable_places: list[tuple[str, str]] = field(default_factory=list)
     missing_roots: list[str] = field(default_factory=list)
@@ -80,6 +83,8 @@ def make_plan(
         if (found is not None and found.status == "ok" and found.size == ref.size
                 and found.mtime_ns == ref.mtime_ns):
             plan.unchanged += 1
+            if found.meta_version < META_VERSION:
+                plan.backfill.append((found.id, ref.path))
         else:
             plan.todo.append((ref, found))
     return plan

@@ -10,7 +10,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class Progress:
-    """A progress report. ``phase`` is ``scanning`` (``total`` unknown), ``indexing``,
+    """A progress report. ``phase`` is ``scanning`` (``total`` unknown), ``metadata`` (reading
+    photo metadata of files indexed before vlmsearch read it), ``indexing``,
     ``saving`` (writing the search index; ``done``/``total`` count vectors when it is rebuilt)
     or ``exporting`` (preparing the fast text path, once per model); ``done``/``total`` count
     files."""
@@ -47,6 +48,10 @@ class IndexReport:
     reused: int = 0
     encoded: int = 0
     unavailable: int = 0
+    metadata_read: int = 0
+    """Unchanged files whose photo metadata (date, camera, place) was read from their headers
+    for the first time (indexes made before vlmsearch read it), without re-embedding."""
+    metadata_seconds: float = 0.0
     seconds: float = 0.0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of every file skipped in this run."""
@@ -64,6 +69,7 @@ class IndexReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
+        data["metadata_seconds"] = round(self.metadata_seconds, 3)
         for key in ("skipped_files", "walk_problems", "unavailable_places"):
             data[key] = [{"path": p, "reason": r} for p, r in getattr(self, key)]
         return data

@@ -6,18 +6,33 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any, Generic, TypeVar
 
+from ..store.records import FileRecord
+
 
 @dataclass(frozen=True)
 class Hit:
     """One image result. ``score`` is a cosine similarity (see
-    :mod:`vlmsearch.search.query_vector`)."""
+    :mod:`vlmsearch.search.query_vector`); None when a filter alone was asked for.
+    ``taken`` (ISO 8601, the photo's own date), ``camera``, ``place`` (a short name of where
+    it was taken) and ``lat``/``lon`` are what the photo says about itself, or None."""
 
     rank: int
-    score: float
+    score: float | None
     path: str
     id: int
     width: int | None
     height: int | None
+    taken: str | None = None
+    camera: str | None = None
+    place: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+    @classmethod
+    def of(cls, rank: int, score: float | None, record: FileRecord) -> Hit:
+        meta = record.meta
+        return cls(rank, score, record.path, record.id, record.width, record.height,
+                   meta.taken, meta.camera, record.place.label, meta.lat, meta.lon)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

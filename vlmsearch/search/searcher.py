@@ -10,6 +10,7 @@ a new model, the engine follows it instead of ranking new vectors with an old mo
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -22,8 +23,10 @@ from ..sources import absolute
 from ..store.opening import IndexHandle
 from ..store.records import FileRecord, ModelRecord, StoreState
 from ..store.schema import Kind
+from .columns import PhotoColumns
+from .filters import CheckedFilter, Filter
 from .query_vector import combine
-from .request import ImageInput, SearchRequest, Target, check_k_and_target
+from .request import CheckedRequest, ImageInput, SearchRequest, Target, check_k_and_target
 from .results import Hit, SearchResults, TextHit
 
 OVERFETCH = 8
@@ -46,11 +49,14 @@ class Searcher:
         self._model = model
         self._follow = follow
         self.max_pixels = max_pixels
+        self._columns: PhotoColumns | None = None
 
     def search(self, request: SearchRequest) -> SearchResults[Any]:
         req = request.checked()
         with self.handle.store.read() as conn:
             self.follow_switch(self.handle.store.state(conn))
+        if not req.has_query:
+            return self._browse(req)
         model = self._model()
         warnings: list[str] = []
         texts = model.texts(need_images=req.image is not None)
@@ -81,19 +87,27 @@ class Searcher:
                 if rec is not None:
                     exclude.add(rec.id)
             query = combine(positives, negatives)
-            results = self._nearest(query, req.k, req.target, exclude, conn, state)
+            allowed = None
+            if not req.where.empty:
+                allowed = self._matching(req.where, conn, state)
+            results = self._nearest(query, req.k, req.target, exclude, conn, state, allowed,
+                                    req.min_score)
+        if req.sort != "score":
+            results = self._dated(results, newest_first=req.sort == "-date")
         results.warnings.extend(warnings)
         return results
 
     def search_vector(
         self, query: np.ndarray, *, k: int = 10, target: Target = "images",
-        exclude_ids: set[int] | None = None,
+        exclude_ids: set[int] | None = None, where: Filter | None = None,
     ) -> SearchResults[Any]:
         """Search with a ready query vector (unit length, the index's dim)."""
         check_k_and_target(k, target)
+        checked = (where or Filter()).checked()
         with self.handle.store.read() as conn:
-            return self._nearest(query, k, target, exclude_ids or set(), conn,
-                                 self.handle.store.state(conn))
+            state = self.handle.store.state(conn)
+            allowed = None if checked.empty else self._matching(checked, conn, state)
+            return self._nearest(query, k, target, exclude_ids or set(), conn, state, allowed)
 
     def record(self, ident: int) -> FileRecord:
         """The indexed (status ok) file with this id, or :class:`NotInIndexError`."""
@@ -110,6 +124,7 @@ class Searcher:
         if recorded is None or recorded.model_id == self.handle.manifest.model_id:
             return False
         self._follow(recorded)
+        self._columns = None
         return True
 
     def _image_vector(self, model: LoadedModel, image: ImageInput) -> tuple[np.ndarray, str | None]:
@@ -139,23 +154,57 @@ class Searcher:
             raise NotInIndexError(f"no image with id {ident} in this index")
         return vector
 
+    def _matching(self, where: CheckedFilter, conn: Connection, state: StoreState
+                  ) -> np.ndarray:
+        """Ids of the images matching ``where`` in the snapshot ``conn``."""
+        if self._columns is None:
+            self._columns = PhotoColumns()
+        self._columns.refresh(self.handle.store, conn, state)
+        return self._columns.matches(where)
+
+    def _browse(self, req: CheckedRequest) -> SearchResults[Any]:
+        """A filter alone: its matches in date order, ``k`` of them."""
+        with self.handle.store.read() as conn:
+            state = self.handle.store.state(conn)
+            ids = self._matching(req.where, conn, state)
+            assert self._columns is not None
+            ordered = self._columns.by_date(ids, newest_first=req.sort == "-date")
+            recs = self.handle.store.records([int(i) for i in ordered[:req.k + OVERFETCH]],
+                                             conn)
+        live = [recs[int(i)] for i in ordered[:req.k + OVERFETCH]
+                if int(i) in recs and recs[int(i)].status == "ok"][:req.k]
+        return SearchResults([Hit.of(n + 1, None, r) for n, r in enumerate(live)])
+
+    def _dated(self, results: SearchResults[Any], *, newest_first: bool) -> SearchResults[Any]:
+        """The same hits ordered by date taken (undated last), ranks renumbered."""
+        def key(hit: Hit) -> tuple[bool, str]:
+            return (hit.taken is None, hit.taken or "")
+
+        dated = sorted((h for h in results if h.taken), key=key, reverse=newest_first)
+        ordered = dated + [h for h in results if not h.taken]
+        return SearchResults([replace(h, rank=n + 1) for n, h in enumerate(ordered)],
+                             results.warnings)
+
     def _nearest(
         self, query: np.ndarray, k: int, target: Target, exclude: set[int], conn: Connection,
-        state: StoreState,
+        state: StoreState, allowed: np.ndarray | None = None, min_score: float | None = None,
     ) -> SearchResults[Any]:
         kind: Kind = "image" if target == "images" else "text"
         index, _ = self.handle.vectors.current(kind, conn, state=state)
         if index.count == 0:
             return SearchResults()
-        scores, ids = index.search(query.reshape(1, -1), k + len(exclude) + OVERFETCH)
+        if allowed is not None and exclude:
+            allowed = allowed[~np.isin(allowed, np.fromiter(exclude, dtype=np.int64))]
+        scores, ids = index.search(query.reshape(1, -1), k + len(exclude) + OVERFETCH,
+                                   allowed=allowed)
         pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True)
-                 if i >= 0 and int(i) not in exclude]
+                 if i >= 0 and int(i) not in exclude
+                 and (min_score is None or float(s) >= min_score)]
         store = self.handle.store
         if kind == "image":
             recs = store.records([i for _, i in pairs], conn)
             live = [(s, recs[i]) for s, i in pairs if i in recs and recs[i].status == "ok"][:k]
-            return SearchResults([Hit(n + 1, s, r.path, r.id, r.width, r.height)
-                                  for n, (s, r) in enumerate(live)])
+            return SearchResults([Hit.of(n + 1, s, r) for n, (s, r) in enumerate(live)])
         texts = store.texts([i for _, i in pairs], conn)
         found = [(s, i) for s, i in pairs if i in texts][:k]
         return SearchResults([TextHit(n + 1, s, texts[i][0], i, texts[i][1])

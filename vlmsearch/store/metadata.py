@@ -25,6 +25,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import IndexFormatError
+from ..photo_meta import PhotoMeta
+from ..places import Place
 from .database import create_engine, is_read_only, translate_error
 from .migrations import migrate
 from .records import (
@@ -35,14 +37,26 @@ from .records import (
     IndexedFile,
     ModelRecord,
     StoreState,
+    photo_row,
 )
-from .schema import FILES, META, TEXTS, TOMBSTONES, VECTORS, Kind
+from .schema import FILES, META, PHOTO_COLUMNS, TEXTS, TOMBSTONES, VECTORS, Kind
 from .sql import execute_in, get_meta, select_in, set_meta, under_conditions, upsert
 
 STREAM_ROWS = 16_384
 """Vectors per chunk when the whole collection is read (FAISS rebuilds): bounded memory."""
 _RECORD_COLS = (FILES.c.id, FILES.c.path, FILES.c.width, FILES.c.height, FILES.c.size,
-                FILES.c.mtime_ns, FILES.c.digest, FILES.c.status, FILES.c.error)
+                FILES.c.mtime_ns, FILES.c.digest, FILES.c.status, FILES.c.error,
+                *(FILES.c[name] for name in PHOTO_COLUMNS))
+
+
+def _record(row: Any) -> FileRecord:
+    meta = PhotoMeta(taken=row.taken, taken_ts=row.taken_ts, camera_make=row.camera_make,
+                     camera_model=row.camera_model, lens=row.lens, lat=row.lat, lon=row.lon)
+    place = Place(city=row.place_city, metro=row.place_metro, county=row.place_county,
+                  region=row.place_region, country=row.place_country,
+                  country_code=row.place_cc)
+    return FileRecord(row.id, row.path, row.width, row.height, row.size, row.mtime_ns,
+                      row.digest, row.status, row.error, meta, place)
 
 
 class MetadataStore:
@@ -138,7 +152,15 @@ class MetadataStore:
                 sa.select(sa.func.count()).select_from(FILES).where(FILES.c.unavailable)
             ).scalar_one()
             texts = conn.execute(sa.select(sa.func.count()).select_from(TEXTS)).scalar_one()
+            ok = FILES.c.status == "ok"
+            dated, placed, cameras = conn.execute(sa.select(
+                sa.func.count(FILES.c.taken_ts), sa.func.count(FILES.c.lat),
+                sa.func.count(sa.func.coalesce(FILES.c.camera_model, FILES.c.camera_make)),
+            ).where(ok)).one()
         return {
+            "with_date": int(dated),
+            "with_position": int(placed),
+            "with_camera": int(cameras),
             "images": int(by_status.get("ok", 0)),
             "failed": int(by_status.get("failed", 0)),
             "pending": int(by_status.get("pending", 0)),
@@ -149,12 +171,13 @@ class MetadataStore:
     def file_states(self, roots: Sequence[str] | None = None) -> dict[str, FileState]:
         """Every known file under ``roots`` (absolute paths; None = all), by path."""
         cols = (FILES.c.id, FILES.c.path, FILES.c.size, FILES.c.mtime_ns, FILES.c.digest,
-                FILES.c.status, FILES.c.unavailable)
+                FILES.c.status, FILES.c.unavailable, FILES.c.meta_version)
         out: dict[str, FileState] = {}
         with self.read() as conn:
             for cond in under_conditions(roots):
                 for row in conn.execute(sa.select(*cols).where(cond)):
-                    out[row.path] = FileState(*row[:6], unavailable=bool(row.unavailable))
+                    out[row.path] = FileState(*row[:6], unavailable=bool(row.unavailable),
+                                              meta_version=int(row.meta_version))
         return out
 
     def known_digests(self, digests: Iterable[str], conn: Connection | None = None) -> set[str]:
@@ -164,13 +187,13 @@ class MetadataStore:
                                                      VECTORS.c.digest, set(digests))}
 
     def records(self, ids: Sequence[int], conn: Connection) -> dict[int, FileRecord]:
-        return {r.id: FileRecord(*r)  # type: ignore[call-arg]
+        return {r.id: _record(r)
                 for r in select_in(conn, sa.select(*_RECORD_COLS), FILES.c.id, ids)}
 
     def record_for_path(self, path: str, conn: Connection | None = None) -> FileRecord | None:
         with self._maybe(conn) as c:
             row = c.execute(sa.select(*_RECORD_COLS).where(FILES.c.path == path)).first()
-        return FileRecord(*row) if row is not None else None
+        return _record(row) if row is not None else None
 
     def texts(self, ids: Sequence[int], conn: Connection) -> dict[int, tuple[str, str | None]]:
         stmt = sa.select(TEXTS.c.id, TEXTS.c.text, TEXTS.c.source)
@@ -181,14 +204,14 @@ class MetadataStore:
             rows = conn.execute(
                 sa.select(*_RECORD_COLS).where(FILES.c.status == "failed").order_by(FILES.c.path)
             ).all()
-        return [FileRecord(*r) for r in rows]
+        return [_record(r) for r in rows]
 
     def unavailable_files(self) -> list[FileRecord]:
         with self.read() as conn:
             rows = conn.execute(
                 sa.select(*_RECORD_COLS).where(FILES.c.unavailable).order_by(FILES.c.path)
             ).all()
-        return [FileRecord(*r) for r in rows]
+        return [_record(r) for r in rows]
 
     def image_vectors(self, ids: Sequence[int], conn: Connection) -> dict[int, np.ndarray]:
         stmt = (sa.select(FILES.c.id, VECTORS.c.vec)
@@ -323,12 +346,14 @@ class MetadataStore:
             file_rows = [
                 {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "digest": f.digest,
                  "width": f.width, "height": f.height, "status": "ok", "error": None,
-                 "seq": seq, "indexed_at": now, "unavailable": False}
+                 "seq": seq, "indexed_at": now, "unavailable": False,
+                 **photo_row(f.meta, f.place)}
                 for f in indexed
             ] + [
                 {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "digest": None,
                  "width": None, "height": None, "status": "failed", "error": f.error,
-                 "seq": seq, "indexed_at": now, "unavailable": False}
+                 "seq": seq, "indexed_at": now, "unavailable": False,
+                 **photo_row(PhotoMeta(), Place())}
                 for f in failed
             ]
             if file_rows:
@@ -340,6 +365,17 @@ class MetadataStore:
                     execute_in(conn, sa.update(FILES).values(unavailable=flag), FILES.c.id, ids)
             self._collect_garbage(conn, old_digests)
         return seq
+
+    def update_photo_meta(self, rows: Sequence[tuple[int, PhotoMeta, Place]]) -> None:
+        """Fill in what photos say about themselves for files already indexed (read from
+        their headers: no vector changes, so no new seq)."""
+        if not rows:
+            return
+        stmt = sa.update(FILES).where(FILES.c.id == sa.bindparam("file_id")).values(
+            {name: sa.bindparam(name) for name in (*PHOTO_COLUMNS, "meta_version")})
+        with self._transaction() as conn:
+            conn.execute(stmt, [{"file_id": ident, **photo_row(meta, place)}
+                                for ident, meta, place in rows])
 
     def remove_paths(self, paths: Sequence[str]) -> int:
         """Drop files, and everything under folders, from the store; returns how many."""

@@ -28,7 +28,22 @@ def _to_2(conn: Connection) -> None:
         "ALTER TABLE files ADD COLUMN unavailable BOOLEAN NOT NULL DEFAULT false"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2}
+def _to_3(conn: Connection) -> None:
+    """What photos say about themselves (date, camera, lens, position, place). Existing rows
+    get ``meta_version`` 0, so the next index run reads them from the files' headers (no
+    re-embedding)."""
+    for column, kind in (("taken", "VARCHAR(40)"), ("taken_ts", "FLOAT"),
+                         ("camera_make", "TEXT"), ("camera_model", "TEXT"), ("lens", "TEXT"),
+                         ("lat", "FLOAT"), ("lon", "FLOAT"), ("place_city", "TEXT"),
+                         ("place_metro", "TEXT"), ("place_county", "TEXT"),
+                         ("place_region", "TEXT"), ("place_country", "TEXT"),
+                         ("place_cc", "VARCHAR(4)")):
+        conn.execute(sa.text(f"ALTER TABLE files ADD COLUMN {column} {kind}"))
+    conn.execute(sa.text("ALTER TABLE files ADD COLUMN meta_version INTEGER NOT NULL DEFAULT 0"))
+    conn.execute(sa.text("CREATE INDEX ix_files_taken_ts ON files (taken_ts)"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3}
 
 
 def migrate(conn: Connection, *, read_only: bool) -> int:

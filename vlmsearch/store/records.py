@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from ..photo_meta import NO_META, PhotoMeta
+from ..places import NOWHERE, Place
+
+META_VERSION = 1
+"""Version of what is read from photos' metadata; rows with a lower ``meta_version`` are read
+again from their headers by the next index run."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +26,7 @@ class FileState:
     digest: str | None
     status: str
     unavailable: bool = False
+    meta_version: int = META_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +39,18 @@ class IndexedFile:
     height: int
     vector: np.ndarray | None
     """None when the digest already has a vector in the store (moved or duplicate file)."""
+    meta: PhotoMeta = NO_META
+    place: Place = NOWHERE
+
+
+def photo_row(meta: PhotoMeta, place: Place) -> dict[str, Any]:
+    """The ``files`` columns for what a photo says about itself."""
+    return {"taken": meta.taken, "taken_ts": meta.taken_ts, "camera_make": meta.camera_make,
+            "camera_model": meta.camera_model, "lens": meta.lens, "lat": meta.lat,
+            "lon": meta.lon, "place_city": place.city, "place_metro": place.metro,
+            "place_county": place.county, "place_region": place.region,
+            "place_country": place.country, "place_cc": place.country_code,
+            "meta_version": META_VERSION}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +63,8 @@ class FailedFile:
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One file of the index, as the library shows it (see :meth:`vlmsearch.Engine.record`)."""
+    """One file of the index, as the library shows it (see :meth:`vlmsearch.Engine.record`),
+    with what the photo says about itself."""
 
     id: int
     path: str
@@ -53,6 +75,8 @@ class FileRecord:
     digest: str | None
     status: str
     error: str | None
+    meta: PhotoMeta = NO_META
+    place: Place = NOWHERE
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 Kind = Literal["image", "text"]
 # 64-bit ids on PostgreSQL (a billion-image index with churn outgrows 2**31); SQLite keeps
 # INTEGER PRIMARY KEY, its 64-bit rowid, which AUTOINCREMENT needs.
@@ -70,6 +70,23 @@ class FileRow(Base):
     indexed_at: Mapped[float] = mapped_column(sa.Float)
     unavailable: Mapped[bool] = mapped_column(sa.Boolean, default=False,
                                               server_default=sa.false())
+    # What the photo says about itself (vlmsearch.photo_meta, vlmsearch.places); NULL when it
+    # does not say. meta_version: which version of that reading the row holds (0: not read
+    # yet, e.g. rows from before schema 3, filled in by the next index run from headers).
+    taken: Mapped[str | None] = mapped_column(sa.String(40))
+    taken_ts: Mapped[float | None] = mapped_column(sa.Float, index=True)
+    camera_make: Mapped[str | None] = mapped_column(sa.Text)
+    camera_model: Mapped[str | None] = mapped_column(sa.Text)
+    lens: Mapped[str | None] = mapped_column(sa.Text)
+    lat: Mapped[float | None] = mapped_column(sa.Float)
+    lon: Mapped[float | None] = mapped_column(sa.Float)
+    place_city: Mapped[str | None] = mapped_column(sa.Text)
+    place_metro: Mapped[str | None] = mapped_column(sa.Text)
+    place_county: Mapped[str | None] = mapped_column(sa.Text)
+    place_region: Mapped[str | None] = mapped_column(sa.Text)
+    place_country: Mapped[str | None] = mapped_column(sa.Text)
+    place_cc: Mapped[str | None] = mapped_column(sa.String(4))
+    meta_version: Mapped[int] = mapped_column(sa.Integer, default=0, server_default="0")
 
 
 class VectorRow(Base):
@@ -103,6 +120,11 @@ class Tombstone(Base):
     item_id: Mapped[int] = mapped_column(sa.BigInteger)
     seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
 
+
+PHOTO_COLUMNS = ("taken", "taken_ts", "camera_make", "camera_model", "lens", "lat", "lon",
+                 "place_city", "place_metro", "place_county", "place_region", "place_country",
+                 "place_cc")
+"""The columns :func:`vlmsearch.store.records.photo_row` fills."""
 
 FILES: sa.Table = FileRow.__table__  # type: ignore[assignment]
 VECTORS: sa.Table = VectorRow.__table__  # type: ignore[assignment]

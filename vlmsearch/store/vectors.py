@@ -38,6 +38,14 @@ from .atomic import replace_atomically
 EXACT_LIMIT = 100_000
 TARGET_RECALL = 0.97
 CALIBRATION_QUERIES = 200
+EXACT_CANDIDATES = 2_000
+"""A filter matching at most this many images is answered by scoring exactly those images'
+stored codes; more are searched with a bitmap selector (see :meth:`VectorIndex.search`)."""
+WIDEN_MARGIN = 3.0
+"""With a selector, an IVF index visits ``nprobe × WIDEN_MARGIN / fraction`` cells: the best
+matches of a filter that is unrelated to content lie farther from the query than the best of
+all, so scoring as many matching vectors as an unfiltered search scores vectors is not enough
+(measured: a margin of 1 gave recall@10 0.93 at 1 % selectivity, 3 gives ≥ 0.95)."""
 
 
 @dataclass(frozen=True)
@@ -77,7 +85,7 @@ class VectorIndex:
         self.tuning = tuning or SearchTuning()
         self._overlay = _exact(dim)
         self._hidden: set[int] = set()
-        self._selector: Any = None  # kept alive while FAISS uses it
+        self._selector_cache: Any = None  # kept alive while FAISS uses it
 
     # --- building, reading and writing ------------------------------------------------
     @classmethod
@@ -283,16 +291,43 @@ class VectorIndex:
         else:
             self._overlay.remove_ids(id_arr)
             self._hidden.update(int(i) for i in id_arr)
-            self._selector = None
+            self._selector_cache = None
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` (scores, ids) per query row, best first; missing slots have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top ``k`` (scores, ids) per query row, best first; missing slots have id -1.
+
+        ``allowed``: only these ids may be returned (a filter's matches). The answer is then
+        the top ``k`` *among them*, not the allowed part of an unfiltered top ``k``. The rule:
+        up to :data:`EXACT_CANDIDATES` ids are scored exactly (their vectors rebuilt from the
+        index's codes); more are searched with a bitmap of the allowed ids that FAISS tests
+        while it scans, an IVF index then visiting ``nprobe × WIDEN_MARGIN / fraction`` cells
+        (all of them for a selective filter)."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
         k = max(1, k)
-        scores, ids = self._base.search(q, k, params=self._params())
+        keep = None
+        nprobe = self.tuning.nprobe
+        if allowed is not None:
+            if len(allowed) == 0:
+                return (np.full((len(q), k), -np.inf, dtype=np.float32),
+                        np.full((len(q), k), -1, dtype=np.int64))
+            if len(allowed) <= EXACT_CANDIDATES:
+                found = self._exact_among(q, np.asarray(allowed, dtype=np.int64), k)
+                if found is not None:
+                    return found
+            keep = _bitmap(allowed)
+            fraction = len(allowed) / max(1, self.count)
+            nprobe = math.ceil(nprobe * WIDEN_MARGIN / max(fraction, 1e-9))
+        base_sel = self._selector(keep)
+        scores, ids = self._base.search(q, k, params=self._params(base_sel, nprobe))
         if self._overlay.ntotal == 0:
             return scores, ids
-        o_scores, o_ids = self._overlay.search(q, k)
+        overlay_params = None
+        if keep is not None:
+            overlay_params = faiss.SearchParameters()
+            overlay_params.sel = keep[0]
+        o_scores, o_ids = self._overlay.search(q, k, params=overlay_params)
         all_scores = np.concatenate([scores, o_scores], axis=1)
         all_ids = np.concatenate([ids, o_ids], axis=1)
         all_scores[all_ids < 0] = -np.inf
@@ -300,20 +335,77 @@ class VectorIndex:
         return (np.take_along_axis(all_scores, order, axis=1),
                 np.take_along_axis(all_ids, order, axis=1))
 
-    def _params(self) -> Any:
-        if self._hidden and self._selector is None:
+    def _exact_among(self, q: np.ndarray, ids: np.ndarray, k: int
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exact scores of ``q`` against just these ids' stored codes (their vectors are
+        rebuilt from the index, through an id → position map made on first use), or None
+        when some id is not in the index after all (the caller then scans with a
+        selector)."""
+        overlay_ids = (faiss.vector_to_array(self._overlay.id_map)
+                       if self._overlay.ntotal else np.zeros(0, np.int64))
+        from_overlay = np.intersect1d(ids, overlay_ids)
+        from_base = np.setdiff1d(ids, from_overlay)
+        if self._hidden:
+            from_base = from_base[~np.isin(from_base, np.fromiter(self._hidden, np.int64))]
+        try:
+            ivf = _ivf(self._base)
+            direct_map: Any = faiss.DirectMap  # type: ignore[attr-defined]
+            if ivf is not None and ivf.direct_map.type == direct_map.NoMap:
+                ivf.set_direct_map_type(direct_map.Hashtable)
+            vecs = [self._base.reconstruct_batch(from_base)] if len(from_base) else []
+            if len(from_overlay):
+                vecs.append(self._overlay.reconstruct_batch(from_overlay))
+        except RuntimeError:
+            return None
+        if not vecs:
+            return (np.full((len(q), k), -np.inf, dtype=np.float32),
+                    np.full((len(q), k), -1, dtype=np.int64))
+        order_ids = np.concatenate([from_base, from_overlay])
+        scores = q @ np.concatenate(vecs).T
+        top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        out_scores = np.take_along_axis(scores, top, axis=1).astype(np.float32)
+        out_ids = order_ids[top]
+        if out_ids.shape[1] < k:
+            pad = k - out_ids.shape[1]
+            out_scores = np.pad(out_scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            out_ids = np.pad(out_ids, ((0, 0), (0, pad)), constant_values=-1)
+        return out_scores, out_ids
+
+    def _selector(self, keep: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        """What the base index may return: ``keep`` (a bitmap selector and what it holds on
+        to) and not the ids hidden from a read-only copy; None for everything."""
+        if self._hidden and self._selector_cache is None:
             batch = faiss.IDSelectorBatch(np.fromiter(self._hidden, dtype=np.int64))
-            self._selector = (batch, faiss.IDSelectorNot(batch))
-        sel = self._selector[1] if self._hidden else None
-        if _ivf(self._base) is not None:
-            params = _ivf_params(self.tuning.nprobe)
-        elif sel is None:
+            self._selector_cache = (batch, faiss.IDSelectorNot(batch))
+        hidden = self._selector_cache if self._hidden else None
+        if keep is None:
+            return hidden[1:] if hidden else None
+        if hidden is None:
+            return keep
+        both = faiss.IDSelectorAnd(keep[0], hidden[1])
+        return (both, keep, hidden)
+
+    def _params(self, selector: tuple[Any, ...] | None, nprobe: int) -> Any:
+        ivf = _ivf(self._base)
+        if ivf is not None:
+            params = _ivf_params(min(ivf.nlist, max(1, nprobe)))
+        elif selector is None:
             return None
         else:
             params = faiss.SearchParameters()
-        if sel is not None:
-            params.sel = sel
+        if selector is not None:
+            params.sel = selector[0]  # the caller holds ``selector`` until the search is done
         return params
+
+
+def _bitmap(ids: np.ndarray) -> tuple[Any, np.ndarray]:
+    """A FAISS selector of exactly ``ids`` (non-negative), as a bitmap: a constant-time test
+    per candidate, made in about a millisecond for a million ids."""
+    ids = np.asarray(ids, dtype=np.int64)
+    bits = np.zeros(int(ids.max()) + 1, dtype=bool)
+    bits[ids] = True
+    packed = np.packbits(bits, bitorder="little")
+    return faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed)), packed
 
 
 def train_ivf(vectors: np.ndarray, *, n_total: int | None = None, seed: int = 0) -> Any:

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from ..decode import DecodeError, open_image
+from ..search.filters import Filter
 from .schemas import ErrorResponse, IndexRequest, InfoResponse, SearchResponse
 from .service import SearchService, Target
 
@@ -43,6 +44,29 @@ Negative = Annotated[list[str], Query(alias="not", max_length=20,
 Like = Annotated[int | None, Query(ge=1, le=MAX_ID,
                                    description="id of an indexed image: more like this")]
 Q = Annotated[str | None, Query(max_length=1000, description="words to search for")]
+After = Annotated[str | None, Query(max_length=40, description="taken on or after this day, "
+                                    "month or year (2023-07-14, 2023-07, 2023)")]
+Before = Annotated[str | None, Query(max_length=40, description="taken on or before this day, "
+                                     "month or year (inclusive)")]
+Folders = Annotated[list[str], Query(alias="in", max_length=20,
+                                     description="only files under this folder (repeatable)")]
+Camera = Annotated[str | None, Query(max_length=200, description="camera make or model "
+                                     "contains this, any case")]
+Place = Annotated[str | None, Query(max_length=200, description="city, region or country, any "
+                                    "case, accents ignored")]
+Near = Annotated[str | None, Query(max_length=100, description="LAT,LON[,KM]: within KM "
+                                   "(default 10) of a position")]
+Types = Annotated[list[str], Query(alias="type", max_length=20,
+                                   description="file extension (repeatable)")]
+Sort = Annotated[str | None, Query(description="score, date (oldest first) or -date")]
+MinScore = Annotated[float | None, Query(ge=-1, le=1, description="drop results scoring "
+                                         "below this")]
+
+
+def _filter(after: str | None, before: str | None, folders: list[str], camera: str | None,
+            place: str | None, near: str | None, types: list[str]) -> Filter:
+    return Filter(after=after, before=before, folders=[f for f in folders if f.strip()],
+                  camera=camera, place=place, near=near, types=[t for t in types if t.strip()])
 
 
 def build_router(
@@ -59,11 +83,19 @@ def build_router(
     @router.get("/search", response_model=None, summary="Search by text and/or an indexed image",
                 responses={200: {"model": SearchResponse}})
     def search(q: Q = None, like: Like = None, negative: Negative = [],  # noqa: B006
-               k: K = 10, target: TargetParam = "images") -> dict[str, Any]:
+               k: K = 10, target: TargetParam = "images", after: After = None,
+               before: Before = None, folders: Folders = [],  # noqa: B006
+               camera: Camera = None, place: Place = None, near: Near = None,
+               types: Types = [], sort: Sort = None,  # noqa: B006
+               min_score: MinScore = None) -> dict[str, Any]:
         """Text → image (`q`), more like an indexed image (`like`), or both; `not` pushes
-        results away from a concept. With `target=texts`, returns added texts instead."""
-        return service.search(text=q, like=like, negative=negative, k=k,
-                              target=target).to_dict()
+        results away from a concept. With `target=texts`, returns added texts instead.
+        `after`, `before`, `in`, `camera`, `place`, `near` and `type` keep only matching
+        images (the true top `k` among them); with no `q` or `like`, the matches are listed
+        by date."""
+        where = _filter(after, before, folders, camera, place, near, types)
+        return service.search(text=q, like=like, negative=negative, k=k, target=target,
+                              where=where, sort=sort, min_score=min_score).to_dict()
 
     @router.post("/search", response_model=None, summary="Search with an uploaded image",
                  responses={200: {"model": SearchResponse}})
@@ -75,12 +107,23 @@ def build_router(
         negative: Annotated[list[str], Form(alias="not", max_length=20)] = [],  # noqa: B006
         k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
         target: Annotated[Target, Form()] = "images",
+        after: Annotated[str | None, Form(max_length=40)] = None,
+        before: Annotated[str | None, Form(max_length=40)] = None,
+        folders: Annotated[list[str], Form(alias="in", max_length=20)] = [],  # noqa: B006
+        camera: Annotated[str | None, Form(max_length=200)] = None,
+        place: Annotated[str | None, Form(max_length=200)] = None,
+        near: Annotated[str | None, Form(max_length=100)] = None,
+        types: Annotated[list[str], Form(alias="type", max_length=20)] = [],  # noqa: B006
+        sort: Annotated[str | None, Form()] = None,
+        min_score: Annotated[float | None, Form(ge=-1, le=1)] = None,
     ) -> dict[str, Any]:
         """Image → image (or image → text with `target=texts`), optionally combined with words
         (`q`) and `not` terms, as `multipart/form-data`. Same fields as GET, plus `image`."""
         data = _read_upload(image, max_upload_bytes) if image is not None else None
+        where = _filter(after, before, folders, camera, place, near, types)
         return service.search(text=q, image=data, like=like, negative=negative, k=k,
-                              target=target).to_dict()
+                              target=target, where=where, sort=sort,
+                              min_score=min_score).to_dict()
 
     @router.get("/image/{image_id}", summary="An indexed image, full size",
                 response_class=Response,

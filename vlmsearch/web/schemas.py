@@ -16,12 +16,19 @@ class ImageHitModel(BaseModel):
     """One image result (``vlmsearch query --json``)."""
 
     rank: int = Field(description="1 for the best result")
-    score: float = Field(description="cosine similarity between the query and the image, in "
-                         "[-1, 1]; higher is closer; comparable within one query")
+    score: float | None = Field(description="cosine similarity between the query and the "
+                                "image, in [-1, 1]; higher is closer; comparable within one "
+                                "query; null when a filter alone was asked for")
     path: str = Field(description="the file's absolute path on the server")
     id: int = Field(description="the image's id: use it with /api/image, /api/thumb and like=")
     width: int | None = Field(description="pixel width after EXIF rotation")
     height: int | None = Field(description="pixel height after EXIF rotation")
+    taken: str | None = Field(description="when the photo was taken, ISO 8601, as the photo "
+                              "itself records it (with its UTC offset when known)")
+    camera: str | None = Field(description="camera make and model")
+    place: str | None = Field(description="where it was taken: town (city), country")
+    lat: float | None = Field(description="GPS latitude")
+    lon: float | None = Field(description="GPS longitude")
 
 
 class TextHitModel(BaseModel):
@@ -56,6 +63,9 @@ class InfoResponse(BaseModel):
     pending: int = Field(description="files waiting to be re-embedded after a --reindex")
     unavailable: int = Field(description="indexed files kept while their folder could not be "
                              "reached (an unplugged drive)")
+    with_date: int = Field(description="images whose metadata gives a date taken")
+    with_position: int = Field(description="images with a GPS position")
+    with_camera: int = Field(description="images whose metadata names a camera")
     model: str
     model_id: str
     dim: int

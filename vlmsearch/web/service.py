@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from ..engine import Engine
 from ..errors import UsageError
+from ..search.filters import Filter
 from ..store.records import FileRecord
 from .thumbnails import ThumbnailCache
 
@@ -63,18 +64,23 @@ class SearchService:
         negative: Sequence[str] = (),
         k: int = 10,
         target: Target = "images",
+        where: Filter | None = None,
+        sort: str | None = None,
+        min_score: float | None = None,
     ) -> SearchResult:
         """Search by any mix of text, uploaded image bytes and an indexed image's id
-        (``like``: "more like this"); the parts are combined as :mod:`vlmsearch.search`
-        describes. The ``like`` image itself is left out of image results."""
+        (``like``: "more like this"), narrowed by ``where``; the parts are combined as
+        :mod:`vlmsearch.search` describes. The ``like`` image itself is left out of image
+        results."""
         text = text if text and text.strip() else None
-        if text is None and image is None and like is None:
-            raise UsageError("give words to search for (q), an image, or an indexed image id "
-                             "(like)")
+        if text is None and image is None and like is None and (where is None or where.empty):
+            raise UsageError("give words to search for (q), an image, an indexed image id "
+                             "(like), or a filter (after, before, in, camera, place, near, type)")
         start = time.perf_counter()
         with self.lock:
             hits = self.engine.search(text=text, image=image, like=like, negative=negative,
-                                      k=k, target=target)
+                                      k=k, target=target, where=where, sort=sort,
+                                      min_score=min_score)
         return SearchResult([h.to_dict() for h in hits], time.perf_counter() - start, target,
                             list(hits.warnings))
 

@@ -73,6 +73,18 @@
   }
 
   // --- searching -----------------------------------------------------------------------
+  // The filter row: each input is one query parameter of /api/search (and of the page's URL).
+  const FILTERS = { after: $("f-after"), before: $("f-before"), in: $("f-in"),
+                    place: $("f-place"), camera: $("f-camera") };
+
+  function currentFilters() {
+    const out = {};
+    for (const [name, input] of Object.entries(FILTERS)) {
+      if (input.value.trim()) out[name] = input.value.trim();
+    }
+    return out;
+  }
+
   function currentQuery() {
     return {
       q: qInput.value.trim(),
@@ -81,6 +93,7 @@
       target: targetSelect.value,
       like: state.like,
       file: state.file,
+      filters: currentFilters(),
     };
   }
 
@@ -91,8 +104,29 @@
     for (const n of query.not) params.append("not", n);
     params.set("k", query.k);
     if (query.target !== "images") params.set("target", query.target);
+    for (const [name, value] of Object.entries(query.filters)) params.set(name, value);
     return params;
   }
+
+  function showFilterState() {
+    $("f-clear").hidden = Object.keys(currentFilters()).length === 0;
+  }
+  for (const input of Object.values(FILTERS)) {
+    input.addEventListener("change", () => { showFilterState(); if (hint.hidden) search(); });
+  }
+  $("f-clear").addEventListener("click", () => {
+    for (const input of Object.values(FILTERS)) input.value = "";
+    showFilterState();
+    if (qInput.value.trim() || state.like || state.file) {
+      search();
+    } else {  // nothing left to search for: back to the start page
+      grid.replaceChildren();
+      statusEl.textContent = "";
+      warningsEl.hidden = true;
+      hint.hidden = false;
+      history.pushState(null, "", location.pathname);
+    }
+  });
 
   async function errorMessage(response) {
     try {
@@ -105,8 +139,8 @@
 
   async function search({ push = true } = {}) {
     const query = currentQuery();
-    if (!query.q && !query.like && !query.file) {
-      showError("Type some words, or choose or drop an image, to search.");
+    if (!query.q && !query.like && !query.file && !Object.keys(query.filters).length) {
+      showError("Type some words, choose or drop an image, or set a filter, to search.");
       return;
     }
     clearError();
@@ -191,18 +225,30 @@
     img.addEventListener("error", () => thumb.classList.add("broken"));
     img.addEventListener("error", () => img.remove());
     const size = hit.width ? ` \u00b7 ${hit.width}\u00d7${hit.height}` : "";
+    const about = [shownDate(hit.taken), hit.place].filter(Boolean).join(" \u00b7 ");
     return el("li", { class: "card", "data-id": String(hit.id) },
       thumb,
       el("span", { class: "rank", text: String(hit.rank) }),
       el("div", { class: "meta" },
         el("span", { class: "name", title: hit.path + size, text: name }),
+        about ? el("span", { class: "about", title: hit.camera || "", text: about }) : "",
         el("div", { class: "row" },
-          el("span", { class: "score", title: "cosine similarity to the query", text: hit.score.toFixed(3) }),
+          el("span", { class: "score", title: "cosine similarity to the query", text: shownScore(hit.score) }),
           el("button", { type: "button", class: "like", onclick: () => moreLike(hit) }, "More like this"),
         ),
       ),
     );
   }
+
+  // "2023-07-14T18:03:22+02:00" → "14 Jul 2023", in the photo's own calendar (no time zones).
+  function shownDate(taken) {
+    if (!taken) return "";
+    const [y, m, d] = taken.slice(0, 10).split("-").map(Number);
+    const month = new Date(Date.UTC(2000, m - 1, 1)).toLocaleString(undefined, { month: "short", timeZone: "UTC" });
+    return `${d} ${month} ${y}`;
+  }
+
+  const shownScore = (score) => (score === null || score === undefined ? "" : score.toFixed(3));
 
   function moreLike(hit) {
     closeViewer();
@@ -223,7 +269,9 @@
     $("viewer-img").alt = baseName(hit.path);
     $("viewer-open").href = `/api/image/${hit.id}`;
     const size = hit.width ? `${hit.width}\u00d7${hit.height} \u00b7 ` : "";
-    $("viewer-caption").textContent = `#${hit.rank} \u00b7 ${hit.score.toFixed(3)} \u00b7 ${size}${hit.path}`;
+    const about = [shownDate(hit.taken), hit.place, hit.camera].filter(Boolean).map((t) => `${t} \u00b7 `).join("");
+    const score = hit.score === null || hit.score === undefined ? "" : `${hit.score.toFixed(3)} \u00b7 `;
+    $("viewer-caption").textContent = `#${hit.rank} \u00b7 ${score}${about}${size}${hit.path}`;
     $("viewer-prev").disabled = index === 0;
     $("viewer-next").disabled = index === state.hits.length - 1;
     viewer.hidden = false;
@@ -315,7 +363,9 @@
     targetSelect.value = params.get("target") === "texts" ? "texts" : "images";
     const like = Number.parseInt(params.get("like") || "", 10);
     setQueryImage(like > 0 ? { like: { id: like, name: `image ${like}`, path: "" } } : {});
-    if (params.get("q") || like > 0) {
+    for (const [name, input] of Object.entries(FILTERS)) input.value = params.get(name) || "";
+    showFilterState();
+    if (params.get("q") || like > 0 || Object.keys(currentFilters()).length) {
       search({ push: false });
     } else {
       grid.replaceChildren();

@@ -1,0 +1,124 @@
+"""The page's filter row in a real browser (Debian's chromium, Playwright): dates, folder,
+place and camera narrow the results, their state lives in the URL, and every result shows its
+date and place."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from tests.exifgen import exif_block
+from tests.test_web_api import start_server
+from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, card_names, scene, sync_api
+from vlmsearch import Engine
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not at "
+                       f"{CHROMIUM} (apt-get install chromium; .ci/run installs it)"),
+]
+
+ALBUM = [  # folder, name, colour, date taken, camera (make, model), position
+    ("lisbon", "tram", "yellow", "2023:07:14 18:03:22", ("FUJIFILM", "X-T4"),
+     (38.7223, -9.1393)),
+    ("lisbon", "river", "blue", "2023:07:15 09:10:00", ("FUJIFILM", "X-T4"),
+     (38.7071, -9.1355)),
+    ("paris", "tower", "gray", "2022:12:25 10:00:00", ("Canon", "Canon EOS R5"),
+     (48.85837, 2.294481)),
+    ("paris", "garden", "green", "2022:12:26 15:00:00", ("Canon", "Canon EOS R5"),
+     (48.8462, 2.3371)),
+    ("home", "cat", "orange", "2024:02:01 20:00:00", ("Apple", "iPhone 14"), None),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    root = tmp_path_factory.mktemp("album")
+    for folder, name, colour, taken, (make, model), gps in ALBUM:
+        (root / folder).mkdir(exist_ok=True)
+        exif = exif_block(taken=taken, make=make, model=model, gps=gps)
+        scene(colour, zlib.crc32(name.encode()), (320, 240)).save(root / folder / f"{name}.jpg",
+                                                           exif=exif.tobytes(), quality=90)
+    index = tmp_path_factory.mktemp("filter-index") / "index"
+    with Engine.open(index, model="fake") as eng:
+        assert eng.index([root]).added == len(ALBUM)
+    proc, url = start_server(index, "--port", "0")
+    try:
+        yield url, root
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture
+def page(server: tuple[str, Path]) -> Iterator[Any]:
+    url, _ = server
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.set_default_timeout(15_000)
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+        page.goto(url)
+        yield page
+        browser.close()
+        assert not problems, problems
+
+
+def _names(page: Any) -> list[str]:
+    return [n.removesuffix(".jpg") for n in card_names(page)]
+
+
+def test_the_filter_row_narrows_results_and_lives_in_the_url(
+    page: Any, server: tuple[str, Path]
+) -> None:
+    url, root = server
+    page.fill("#q", "a picture")
+    page.press("#q", "Enter")
+    sync_api.expect(page.locator("#status")).to_contain_text(f"{len(ALBUM)} results")
+    # every result shows its date and place
+    tram = page.locator(".card", has=page.locator(".name", has_text="tram.jpg"))
+    sync_api.expect(tram.locator(".about")).to_contain_text(re.compile(r"14 Jul 2023.*Lisbon"))
+
+    page.fill("#f-place", "paris")
+    page.locator("#f-place").dispatch_event("change")
+    sync_api.expect(page.locator("#status")).to_contain_text("2 results")
+    assert sorted(_names(page)) == ["garden", "tower"]  # the tower's GeoNames town is Vanves
+    assert parse_qs(urlparse(page.url).query)["place"] == ["paris"]
+
+    page.fill("#f-place", "")
+    page.fill("#f-after", "2023-07-01")
+    page.fill("#f-before", "2023-07-31")
+    page.locator("#f-before").dispatch_event("change")
+    sync_api.expect(page.locator("#status")).to_contain_text("2 results")
+    assert sorted(_names(page)) == ["river", "tram"]
+    query = parse_qs(urlparse(page.url).query)
+    assert (query["after"], query["before"]) == (["2023-07-01"], ["2023-07-31"])
+
+    page.fill("#f-after", "")
+    page.fill("#f-before", "")
+    page.fill("#f-camera", "iphone")
+    page.locator("#f-camera").dispatch_event("change")
+    sync_api.expect(page.locator("#status")).to_contain_text("1 result ")
+    assert _names(page) == ["cat"]
+
+    # the URL alone brings the same search back: a filter without words browses by date
+    page.goto(f"{url}?in={root / 'lisbon'}")
+    sync_api.expect(page.locator("#status")).to_contain_text("2 results")
+    assert _names(page) == ["tram", "river"]  # oldest first
+    assert page.input_value("#f-in") == str(root / "lisbon")
+    sync_api.expect(page.locator("#f-clear")).to_be_visible()
+    page.click("#f-clear")
+    sync_api.expect(page.locator("#f-clear")).to_be_hidden()
+    assert page.input_value("#f-in") == ""
