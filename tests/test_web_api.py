@@ -43,7 +43,7 @@ from vlmsearch.web.guards import LOOPBACK_HOSTS, host_of
 from vlmsearch.web.thumbnails import ThumbnailCache
 
 HIT_KEYS = ["rank", "score", "path", "id", "width", "height", "taken", "camera", "place", "lat",
-            "lon"]
+            "lon", "matched", "ocr", "ocr_spans"]
 TEXT_HIT_KEYS = ["rank", "score", "text", "id", "source"]
 
 

@@ -139,6 +139,7 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[Any], None]]:
 
         def update(event: Any) -> None:
             description = {"scanning": "Scanning", "indexing": label, "saving": "Saving",
+                           "reading text": "Reading text in pictures",
                            "metadata": "Reading photo metadata (no re-embedding)",
                            "exporting": "Preparing fast text queries (once per model)"}
             bar.update(task, description=description.get(event.phase, event.phase),
@@ -198,6 +199,11 @@ def index(
     gpus_per_worker: Annotated[float, typer.Option(
         "--gpus-per-worker", min=0, help="With --engine ray: GPUs per encoder actor (0 = CPU "
         "actors; >0 also moves decoding to separate CPU tasks).")] = 0.0,
+    ocr: Annotated[Optional[bool], typer.Option(
+        "--ocr/--no-ocr", help="Read the text in pictures (signs, screenshots, receipts; "
+        "English and Chinese) so queries find it. Remembered by the index; off by default, "
+        "as it costs time on every new picture (the README has the figures).",
+        show_default=False)] = None,
     db: Annotated[Optional[str], typer.Option(
         "--db", help="For a new index: keep its metadata in this database instead of the "
         "folder's SQLite file, e.g. postgresql+psycopg://USER@HOST:5432/DBNAME (password from "
@@ -223,7 +229,8 @@ def index(
                          reindex=reindex, db=db) as eng:
             with _progress_bar(True, "Indexing") as progress, _stdout_kept_clean(json_out):
                 report = eng.index(paths, exclude=exclude or (), include_hidden=include_hidden,
-                                   progress=progress, engine=engine, ray=ray_options)  # type: ignore[arg-type]
+                                   progress=progress, engine=engine,  # type: ignore[arg-type]
+                                   ray=ray_options, ocr=ocr)
             if json_out:
                 data = report.to_dict()
                 data["index"] = str(eng.path)
@@ -243,6 +250,9 @@ def _render_index_report(report: Any, index_path: Path) -> None:
         f"{report.removed} removed, {report.skipped} skipped in {report.seconds:.1f}s "
         f"({report.encoded} encoded, {report.reused} reused by content)"
     )
+    if report.ocr_read:
+        typer.echo(f"read text in {report.ocr_read} pictures ({report.ocr_with_text} with text"
+                   f", {report.ocr_failed} could not be read)")
     if report.metadata_read:
         typer.echo(f"read the photo metadata (date, camera, place) of {report.metadata_read} "
                    f"indexed files from their headers in {report.metadata_seconds:.1f}s; "
@@ -310,6 +320,10 @@ def query(
     min_score: Annotated[Optional[float], typer.Option(
         "--min-score", help="Drop results scoring below this cosine similarity.",
         rich_help_panel="Filters")] = None,
+    match: Annotated[str, typer.Option(
+        "--match", help="both: also find pictures whose text (read with `index --ocr`) or "
+        "file name contains every word of TEXT, ranked with the rest; semantic: the "
+        "embedding only; text: the words only.")] = "both",
 ) -> None:
     """Search the index by TEXT, by --image, or both; filters narrow it down, and a filter
     alone lists its matches by date.
@@ -332,7 +346,7 @@ def query(
                          settings=_settings(device=device), create=False) as eng:
             hits = eng.search(text=text, image=image, negative=negative or (), k=top_k,
                               target=target, where=where, sort=sort,  # type: ignore[arg-type]
-                              min_score=min_score)
+                              min_score=min_score, match=match)
         for warning in hits.warnings:
             typer.echo(f"note: {warning}", err=True)
         if json_out:
@@ -368,10 +382,13 @@ def _render_hits(hits: list[Any], target: str) -> None:
         table.add_column("size", justify="right")
         dated = any(h.taken for h in hits)
         placed = any(h.place for h in hits)
+        read = any(h.ocr for h in hits)
         if dated:
             table.add_column("taken")
         if placed:
             table.add_column("place", overflow="fold")
+        if read:
+            table.add_column("text in the picture", overflow="fold")
         for h in hits:
             size = f"{h.width}×{h.height}" if h.width else ""
             row = [str(h.rank), "" if h.score is None else f"{h.score:.3f}", _shown(h.path),
@@ -380,6 +397,8 @@ def _render_hits(hits: list[Any], target: str) -> None:
                 row.append((h.taken or "").replace("T", " ")[:16])
             if placed:
                 row.append(h.place or "")
+            if read:
+                row.append(h.ocr or "")
             table.add_row(*row)
     console.print(table)
 

@@ -32,9 +32,10 @@ from .config import DEFAULT_MODEL, Settings, index_dir_for
 from .encoders.base import Encoder
 from .encoders.loaded import LoadedModel
 from .encoders.registry import load_encoder
-from .errors import ModelMismatchError, UsageError
+from .errors import ModelMismatchError, ModelUnavailableError, UsageError
 from .indexing import Indexer, IndexReport, Progress, ProgressCallback, no_progress
 from .indexing.executor import Executor, LocalExecutor
+from .ocr import OcrUnavailable, TextReader
 from .search import Searcher, SearchRequest, SearchResults
 from .search.filters import Filter
 from .search.request import ImageInput, Target
@@ -59,7 +60,8 @@ class IndexInfo:
     files kept while the place holding them could not be reached; ``recall_at_10``: measured
     recall of the approximate search index (None for exact search); ``with_date``,
     ``with_position``, ``with_camera``: images whose own metadata gives a date taken, a GPS
-    position, a camera."""
+    position, a camera; ``ocr``: whether index runs read the text in pictures; ``with_text``:
+    images in which text was read; ``ocr_failed``: contents whose text could not be read."""
 
     path: str
     images: int
@@ -70,6 +72,9 @@ class IndexInfo:
     with_date: int
     with_position: int
     with_camera: int
+    ocr: bool
+    with_text: int
+    ocr_failed: int
     model: str
     model_id: str
     dim: int
@@ -106,6 +111,7 @@ class Engine:
                                   device=settings.device, encoder=encoder)
         self._searcher = Searcher(handle, lambda: self._model, self._follow_model,
                                   max_pixels=settings.max_pixels)
+        self._ocr_reader: _Reader | None = None
 
     # --- opening ---------------------------------------------------------------------------
     @classmethod
@@ -211,6 +217,7 @@ class Engine:
         progress: ProgressCallback | None = None,
         engine: Literal["local", "ray"] | None = None,
         ray: RayOptions | None = None,
+        ocr: bool | None = None,
     ) -> IndexReport:
         """Add new and changed images under ``paths``, drop deleted ones (see
         :mod:`vlmsearch.indexing.plan` for the rules). Holds the index's write lock throughout.
@@ -219,6 +226,12 @@ class Engine:
         Ray cluster (``ray``: its :class:`~vlmsearch.distributed.RayOptions`), with the same
         rules and report; this process stays the only writer (see
         :mod:`vlmsearch.distributed`). ``engine="local"`` with ``ray`` options is an error.
+
+        ``ocr=True`` turns on reading the text in pictures for this index (remembered, like its
+        model; ``False`` turns it off; None keeps the index's setting): each content is read
+        once, beside the embedding, and what is read becomes searchable (see
+        :mod:`vlmsearch.ocr`). Turning it on for an existing index reads its pictures on this
+        run, without re-embedding them.
         """
         roots = [absolute(p) for p in paths]
         if not roots:
@@ -232,10 +245,11 @@ class Engine:
                 handle.vectors.current("image", conn, writable=True, reload=True, state=state)
             encoder = self._model.full
             executor = self._executor(engine, ray, encoder)
+            reader = self._text_reader(ocr)
             with executor.session():
                 indexer = Indexer(handle.store, encoder, self.settings, executor=executor,
                                   on_commit=lambda seq: handle.vectors.maybe_save(
-                                      "image", executor.rebuilder))
+                                      "image", executor.rebuilder), text_reader=reader)
                 report = indexer.run(roots, exclude=exclude, include_hidden=include_hidden,
                                      progress=progress)
                 progress(Progress("saving", 0, None))
@@ -258,6 +272,25 @@ class Engine:
         from .distributed.executor import RayExecutor
 
         return RayExecutor(self._handle.store, encoder, self.settings, options=ray)
+
+    def _text_reader(self, ocr: bool | None) -> TextReader | None:
+        """The OCR reader when the index reads text in pictures (``ocr`` changes that first,
+        remembered in the index), checked to load before the run starts."""
+        store = self._handle.store
+        if ocr is not None and ocr != store.ocr_enabled():
+            if ocr:
+                self._reader().check_or_raise()
+            store.set_ocr_enabled(ocr)
+        if not store.ocr_enabled():
+            return None
+        reader = self._reader()
+        reader.check_or_raise()
+        return reader.reader
+
+    def _reader(self) -> _Reader:
+        if self._ocr_reader is None:
+            self._ocr_reader = _Reader()
+        return self._ocr_reader
 
     def _export_fast_text(self, progress: ProgressCallback = no_progress) -> None:
         """Export the text side for fast cold queries while the model is loaded anyway (once
@@ -339,6 +372,7 @@ class Engine:
         where: Filter | None = None,
         sort: str | None = None,
         min_score: float | None = None,
+        match: str = "both",
     ) -> SearchResults[Any]:
         """Search the index. Returns :class:`~vlmsearch.Hit` (``target="images"``) or
         :class:`~vlmsearch.TextHit` (``target="texts"``) objects, best first, in a list with
@@ -353,9 +387,15 @@ class Engine:
         place, position, type); the results are the true top ``k`` among the matches. A
         filter alone (no text, image or ``like``) lists its matches by date. ``sort``:
         ``score`` (default with a query), ``date`` (oldest first) or ``-date``; ``min_score``
-        drops results below that cosine similarity."""
+        drops embedding results below that cosine similarity.
+
+        ``match``: ``both`` (default) also finds the images whose text (read with ``--ocr``) or
+        file and folder names contain every word of ``text``, ranked together with the
+        embedding's results (:mod:`vlmsearch.search.fusion`); ``semantic``: the embedding
+        only; ``text``: the words only. Hits say how they were found (``matched``) and show
+        the matching ``ocr`` text."""
         return self._searcher.search(SearchRequest(text, image, like, tuple(negative), k,
-                                                   target, where, sort, min_score))
+                                                   target, where, sort, min_score, match))
 
     def search_vector(
         self, query: np.ndarray, *, k: int = 10, target: Target = "images",
@@ -392,6 +432,9 @@ class Engine:
             with_date=counts["with_date"],
             with_position=counts["with_position"],
             with_camera=counts["with_camera"],
+            ocr=handle.store.ocr_enabled(),
+            with_text=counts["with_text"],
+            ocr_failed=counts["ocr_failed"],
             model=manifest.model_spec,
             model_id=manifest.model_id,
             dim=manifest.dim,
@@ -409,6 +452,19 @@ class Engine:
     def unavailable(self) -> list[FileRecord]:
         """Indexed files kept while the place holding them could not be reached."""
         return self._handle.store.unavailable_files()
+
+
+class _Reader:
+    """The engine's OCR reader, loaded once, with its loading errors as library errors."""
+
+    def __init__(self) -> None:
+        self.reader = TextReader()
+
+    def check_or_raise(self) -> None:
+        try:
+            self.reader.check()
+        except OcrUnavailable as exc:
+            raise ModelUnavailableError(str(exc)) from exc
 
 
 def _make_encoder(model: str | Encoder, settings: Settings) -> Encoder:

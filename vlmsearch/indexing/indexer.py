@@ -24,12 +24,14 @@ from ..config import Settings
 from ..decode import DecodeError, decode_file
 from ..encoders.base import Encoder
 from ..errors import VlmsearchError
+from ..ocr import OcrResult, TextReader
 from ..photo_meta import PhotoMeta, read_file_meta
 from ..places import Place, place_for
 from ..sources import FileRef
 from ..store.metadata import MetadataStore
 from ..store.records import FailedFile, FileState, IndexedFile
 from .executor import Executor, FileResult, LocalExecutor
+from .ocr_stage import OcrStage
 from .plan import Plan, make_plan
 from .report import IndexReport, Progress, ProgressCallback, no_progress
 
@@ -52,9 +54,10 @@ class _Pending:
     indexed: list[IndexedFile] = field(default_factory=list)
     failed: list[FailedFile] = field(default_factory=list)
     vectors: dict[str, np.ndarray] = field(default_factory=dict)
+    ocr: list[tuple[str, OcrResult]] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.indexed) + len(self.failed)
+        return len(self.indexed) + len(self.failed) + len(self.ocr)
 
 
 class Indexer:
@@ -68,12 +71,15 @@ class Indexer:
         *,
         executor: Executor | None = None,
         on_commit: Callable[[int], None] | None = None,
+        text_reader: TextReader | None = None,
     ) -> None:
         self.store = store
         self.encoder = encoder
         self.settings = settings
         self.executor: Executor = executor or LocalExecutor(encoder, settings)
         self.on_commit = on_commit or (lambda seq: None)
+        self.text_reader = text_reader
+        """Reads text in pictures when the index has ``--ocr`` on (None: it has not)."""
 
     def run(
         self,
@@ -90,11 +96,19 @@ class Indexer:
                              walk_problems=plan.walk_problems,
                              unavailable_places=plan.unavailable_places,
                              missing_roots=plan.missing_roots)
+        ocr = None
+        if self.text_reader is not None:
+            ocr = OcrStage(self.text_reader, self.store, max_pixels=self.settings.max_pixels)
+            rereading = {ref.path for ref, _ in plan.todo}
+            ocr.want([(d, p) for d, p in self.store.missing_ocr(roots) if p not in rereading],
+                     known=True)
         try:
             if plan.backfill:
                 self._backfill(plan.backfill, report, progress)
-            _Run(self, plan, report, progress).execute()
+            _Run(self, plan, report, progress, ocr).execute()
         finally:
+            if ocr is not None:
+                ocr.close()
             report.seconds = time.perf_counter() - start
         return report
 
@@ -125,8 +139,9 @@ class _Run:
     """The state of one run between its plan and its report."""
 
     def __init__(self, indexer: Indexer, plan: Plan, report: IndexReport,
-                 progress: ProgressCallback) -> None:
+                 progress: ProgressCallback, ocr: OcrStage | None = None) -> None:
         self.indexer = indexer
+        self.ocr = ocr
         self.store = indexer.store
         self.plan = plan
         self.report = report
@@ -139,7 +154,6 @@ class _Run:
 
     def execute(self) -> None:
         todo = self.plan.todo
-        settings = self.indexer.settings
         self.progress(Progress("indexing", 0, len(todo)))
         try:
             if todo:
@@ -149,14 +163,19 @@ class _Run:
                         if result.item not in self.done:  # a retried block comes twice
                             self.done.add(result.item)
                             self._record(*todo[result.item], result)
+                    if self.ocr is not None:
+                        self.ocr.want((r.digest, todo[r.item][0].path) for r in results
+                                      if r.error is None)
+                        self._take_ocr(self.ocr.finished())
                     self.progress(Progress("indexing", len(self.done), len(todo)))
-                    if (len(self.pending) >= settings.checkpoint_images
-                            or time.monotonic() - self.last_commit
-                            >= settings.checkpoint_seconds):
-                        self._commit()
+                    self._maybe_commit()
+            if self.ocr is not None and self.ocr.outstanding:
+                self._read_remaining_text()
             self.report.removed = len(self.removed_ids)
             self._commit(final=True)
         except KeyboardInterrupt:
+            if self.ocr is not None:
+                self._take_ocr(self.ocr.finished())
             self._commit()  # keep every finished image: committing is one short transaction
             raise
         except VlmsearchError:
@@ -168,6 +187,33 @@ class _Run:
             if explained is exc:
                 raise
             raise explained from exc
+
+    def _maybe_commit(self) -> None:
+        settings = self.indexer.settings
+        if (len(self.pending) >= settings.checkpoint_images
+                or time.monotonic() - self.last_commit >= settings.checkpoint_seconds):
+            self._commit()
+
+    def _take_ocr(self, results: list[tuple[str, OcrResult]]) -> None:
+        report = self.report
+        for digest, result in results:
+            self.pending.ocr.append((digest, result))
+            report.ocr_read += 1
+            report.ocr_seconds += result.seconds
+            if not result.ok:
+                report.ocr_failed += 1
+            elif result.text:
+                report.ocr_with_text += 1
+
+    def _read_remaining_text(self) -> None:
+        """The text still being read once every image is embedded, with its own progress."""
+        assert self.ocr is not None
+        total = self.report.ocr_read + self.ocr.outstanding
+        self.progress(Progress("reading text", self.report.ocr_read, total))
+        for item in self.ocr.remaining():
+            self._take_ocr([item])
+            self.progress(Progress("reading text", self.report.ocr_read, total))
+            self._maybe_commit()
 
     def _known(self, digests: Sequence[str]) -> set[str]:
         return self.store.known_digests(digests) | (set(digests) & set(self.pending.vectors))
@@ -210,7 +256,7 @@ class _Run:
         seq = self.store.apply(
             pending.indexed, pending.failed, self.removed_ids if final else (),
             unavailable_ids=plan.kept_ids if final else (),
-            available_ids=plan.back_ids if final else ())
+            available_ids=plan.back_ids if final else (), ocr=pending.ocr)
         self.pending = _Pending()
         self.last_commit = time.monotonic()
         self.indexer.on_commit(seq)

@@ -11,7 +11,8 @@ from typing import Any
 @dataclass(frozen=True)
 class Progress:
     """A progress report. ``phase`` is ``scanning`` (``total`` unknown), ``metadata`` (reading
-    photo metadata of files indexed before vlmsearch read it), ``indexing``,
+    photo metadata of files indexed before vlmsearch read it), ``indexing``, ``reading text``
+    (``--ocr``: the text still being read once every image is embedded),
     ``saving`` (writing the search index; ``done``/``total`` count vectors when it is rebuilt)
     or ``exporting`` (preparing the fast text path, once per model); ``done``/``total`` count
     files."""
@@ -52,6 +53,14 @@ class IndexReport:
     """Unchanged files whose photo metadata (date, camera, place) was read from their headers
     for the first time (indexes made before vlmsearch read it), without re-embedding."""
     metadata_seconds: float = 0.0
+    ocr_read: int = 0
+    """Contents whose text was read in this run (``--ocr``; duplicates are read once)."""
+    ocr_with_text: int = 0
+    ocr_failed: int = 0
+    """Contents whose text could not be read (their embedding is unaffected; the reason is
+    kept in the index)."""
+    ocr_seconds: float = 0.0
+    """Time spent reading text, summed over pictures (it overlaps with embedding)."""
     seconds: float = 0.0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
     """(path, reason) of every file skipped in this run."""
@@ -70,6 +79,7 @@ class IndexReport:
         data = asdict(self)
         data["seconds"] = round(self.seconds, 3)
         data["metadata_seconds"] = round(self.metadata_seconds, 3)
+        data["ocr_seconds"] = round(self.ocr_seconds, 3)
         for key in ("skipped_files", "walk_problems", "unavailable_places"):
             data[key] = [{"path": p, "reason": r} for p, r in getattr(self, key)]
         return data

@@ -12,6 +12,7 @@ from .filters import CheckedFilter, Filter, check_sort
 Target = Literal["images", "texts"]
 ImageInput = str | os.PathLike[str] | bytes
 TARGETS: tuple[Target, ...] = ("images", "texts")
+MATCHES = ("semantic", "text", "both")
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,10 @@ class SearchRequest:
     ``where`` keeps only images matching a :class:`~vlmsearch.search.filters.Filter` (alone,
     with no text or image, it browses the matches by date); ``sort`` orders the results by
     ``score`` (the default with a query), ``date`` (oldest first; the default without one) or
-    ``-date``; ``min_score`` drops results scoring below it."""
+    ``-date``; ``min_score`` drops results scoring below it. ``match``: ``both`` (default)
+    ranks the images whose pictures or file names contain every word of ``text`` together
+    with the embedding's results; ``semantic`` uses the embedding only; ``text`` the words
+    only."""
 
     text: str | None = None
     image: ImageInput | None = None
@@ -34,6 +38,7 @@ class SearchRequest:
     where: Filter | None = None
     sort: str | None = None
     min_score: float | None = None
+    match: str = "both"
 
     def checked(self) -> CheckedRequest:
         """This request in the searcher's terms (blank ``--not`` terms dropped, the filter
@@ -58,12 +63,17 @@ class SearchRequest:
         if sort == "score" and not has_query:
             raise UsageError("--sort score needs a TEXT or an --image to score against; sort "
                              "a filter's matches by date or -date")
+        if self.match not in MATCHES:
+            raise UsageError(f"unknown --match {self.match!r}: use semantic, text or both")
+        if self.match == "text" and self.text is None:
+            raise UsageError("--match text looks for the words of a TEXT query in pictures and "
+                             "file names: give a TEXT")
         if self.min_score is not None and not -1.0 <= self.min_score <= 1.0:
             raise UsageError(f"--min-score {self.min_score:g}: scores are cosine similarities, "
                              "between -1 and 1")
         return CheckedRequest(self.text, self.image, self.like,
                               tuple(n for n in self.negative if n.strip()), self.k,
-                              self.target, where, sort, self.min_score)
+                              self.target, where, sort, self.min_score, self.match)
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class CheckedRequest:
     where: CheckedFilter
     sort: str
     min_score: float | None
+    match: str
 
     @property
     def has_query(self) -> bool:

@@ -14,7 +14,8 @@ class Hit:
     """One image result. ``score`` is a cosine similarity (see
     :mod:`vlmsearch.search.query_vector`); None when a filter alone was asked for.
     ``taken`` (ISO 8601, the photo's own date), ``camera``, ``place`` (a short name of where
-    it was taken) and ``lat``/``lon`` are what the photo says about itself, or None."""
+    it was taken) and ``lat``/``lon`` are what the photo says about itself, or None. A text
+    match has its semantic score too (its cosine similarity to the query)."""
 
     rank: int
     score: float | None
@@ -27,6 +28,13 @@ class Hit:
     place: str | None = None
     lat: float | None = None
     lon: float | None = None
+    matched: str | None = None
+    """How the image was found: ``semantic`` (the embedding), ``text`` (the words of the query
+    are in the picture or its file name), ``both``; None when a filter alone was asked for."""
+    ocr: str | None = None
+    """The piece of text read in the picture that the query's words matched (or None)."""
+    ocr_spans: tuple[tuple[int, int], ...] | None = None
+    """[start, end) of each matched word within ``ocr``, for highlighting."""
 
     @classmethod
     def of(cls, rank: int, score: float | None, record: FileRecord) -> Hit:

@@ -20,17 +20,22 @@ from ..decode import DecodeError, decode_bytes
 from ..encoders.loaded import LoadedModel
 from ..errors import ImageError, NotInIndexError
 from ..sources import absolute
+from ..store.lexical import search_lexical, snippet, terms_of
 from ..store.opening import IndexHandle
 from ..store.records import FileRecord, ModelRecord, StoreState
 from ..store.schema import Kind
 from .columns import PhotoColumns
 from .filters import CheckedFilter, Filter
+from .fusion import fuse
 from .query_vector import combine
 from .request import CheckedRequest, ImageInput, SearchRequest, Target, check_k_and_target
 from .results import Hit, SearchResults, TextHit
 
 OVERFETCH = 8
 """Extra results asked of FAISS, for ids that a concurrent writer removed meanwhile."""
+FUSION_DEPTH = 50
+"""How far down each list fusion looks beyond the ``k`` results asked for."""
+LEXICAL_LIMIT = 200
 
 
 class Searcher:
@@ -90,8 +95,12 @@ class Searcher:
             allowed = None
             if not req.where.empty:
                 allowed = self._matching(req.where, conn, state)
-            results = self._nearest(query, req.k, req.target, exclude, conn, state, allowed,
-                                    req.min_score)
+            terms = terms_of(req.text) if req.text and req.match != "semantic" else []
+            if terms and req.target == "images":
+                results = self._fused(req, query, terms, exclude, conn, state, allowed)
+            else:
+                results = self._nearest(query, req.k, req.target, exclude, conn, state, allowed,
+                                        req.min_score)
         if req.sort != "score":
             results = self._dated(results, newest_first=req.sort == "-date")
         results.warnings.extend(warnings)
@@ -185,26 +194,69 @@ class Searcher:
         return SearchResults([replace(h, rank=n + 1) for n, h in enumerate(ordered)],
                              results.warnings)
 
-    def _nearest(
+    def _fused(
+        self, req: CheckedRequest, query: np.ndarray, terms: list[str], exclude: set[int],
+        conn: Connection, state: StoreState, allowed: np.ndarray | None,
+    ) -> SearchResults[Any]:
+        """Semantic and text matches in one ranking (:mod:`vlmsearch.search.fusion`), or the
+        text matches alone (``--match text``)."""
+        store = self.handle.store
+        depth = req.k + FUSION_DEPTH
+        semantic: list[tuple[float, int]] = []
+        if req.match == "both":
+            semantic = self._nearest_pairs(query, depth, "images", exclude, conn, state,
+                                           allowed, req.min_score)
+        found = [i for i in search_lexical(conn, terms, LEXICAL_LIMIT) if i not in exclude]
+        if allowed is not None:
+            matching = set(allowed.tolist())
+            found = [i for i in found if i in matching]
+        fused = fuse([i for _, i in semantic], found, depth)
+        recs = store.records([f.id for f in fused], conn)
+        fused = [f for f in fused if f.id in recs and recs[f.id].status == "ok"][:req.k]
+        scores = {i: s for s, i in semantic}
+        unscored = [f.id for f in fused if f.id not in scores]
+        for ident, vec in store.image_vectors(unscored, conn).items():
+            scores[ident] = float(vec @ query)
+        texts = store.texts_read({recs[f.id].digest or "" for f in fused if f.text_rank},
+                                 conn)
+        hits = []
+        for n, f in enumerate(fused):
+            rec = recs[f.id]
+            piece, spans = (snippet(texts[rec.digest], terms)
+                            if f.text_rank and rec.digest in texts else (None, []))
+            hits.append(replace(Hit.of(n + 1, scores.get(f.id), rec), matched=f.matched,
+                                ocr=piece if spans else None,
+                                ocr_spans=tuple(spans) if spans else None))
+        return SearchResults(hits)
+
+    def _nearest_pairs(
         self, query: np.ndarray, k: int, target: Target, exclude: set[int], conn: Connection,
         state: StoreState, allowed: np.ndarray | None = None, min_score: float | None = None,
-    ) -> SearchResults[Any]:
+    ) -> list[tuple[float, int]]:
+        """(score, id) of the nearest ``k``-ish items (over-fetched; not yet joined)."""
         kind: Kind = "image" if target == "images" else "text"
         index, _ = self.handle.vectors.current(kind, conn, state=state)
         if index.count == 0:
-            return SearchResults()
+            return []
         if allowed is not None and exclude:
             allowed = allowed[~np.isin(allowed, np.fromiter(exclude, dtype=np.int64))]
         scores, ids = index.search(query.reshape(1, -1), k + len(exclude) + OVERFETCH,
                                    allowed=allowed)
-        pairs = [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True)
-                 if i >= 0 and int(i) not in exclude
-                 and (min_score is None or float(s) >= min_score)]
+        return [(float(s), int(i)) for s, i in zip(scores[0], ids[0], strict=True)
+                if i >= 0 and int(i) not in exclude
+                and (min_score is None or float(s) >= min_score)]
+
+    def _nearest(
+        self, query: np.ndarray, k: int, target: Target, exclude: set[int], conn: Connection,
+        state: StoreState, allowed: np.ndarray | None = None, min_score: float | None = None,
+    ) -> SearchResults[Any]:
+        pairs = self._nearest_pairs(query, k, target, exclude, conn, state, allowed, min_score)
         store = self.handle.store
-        if kind == "image":
+        if target == "images":
             recs = store.records([i for _, i in pairs], conn)
             live = [(s, recs[i]) for s, i in pairs if i in recs and recs[i].status == "ok"][:k]
-            return SearchResults([Hit.of(n + 1, s, r) for n, (s, r) in enumerate(live)])
+            return SearchResults([replace(Hit.of(n + 1, s, r), matched="semantic")
+                                  for n, (s, r) in enumerate(live)])
         texts = store.texts([i for _, i in pairs], conn)
         found = [(s, i) for s, i in pairs if i in texts][:k]
         return SearchResults([TextHit(n + 1, s, texts[i][0], i, texts[i][1])

@@ -25,9 +25,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import IndexFormatError
+from ..ocr import OCR_VERSION, OcrResult
 from ..photo_meta import PhotoMeta
 from ..places import Place
 from .database import create_engine, is_read_only, translate_error
+from .lexical import delete_lexical, lexical_rows, write_lexical
 from .migrations import migrate
 from .records import (
     Delta,
@@ -39,7 +41,7 @@ from .records import (
     StoreState,
     photo_row,
 )
-from .schema import FILES, META, PHOTO_COLUMNS, TEXTS, TOMBSTONES, VECTORS, Kind
+from .schema import FILES, META, OCR, PHOTO_COLUMNS, TEXTS, TOMBSTONES, VECTORS, Kind
 from .sql import execute_in, get_meta, select_in, set_meta, under_conditions, upsert
 
 STREAM_ROWS = 16_384
@@ -157,7 +159,16 @@ class MetadataStore:
                 sa.func.count(FILES.c.taken_ts), sa.func.count(FILES.c.lat),
                 sa.func.count(sa.func.coalesce(FILES.c.camera_model, FILES.c.camera_make)),
             ).where(ok)).one()
+            with_text = conn.execute(
+                sa.select(sa.func.count()).select_from(
+                    FILES.join(OCR, OCR.c.digest == FILES.c.digest))
+                .where(ok, OCR.c.text != "")).scalar_one()
+            ocr_failed = conn.execute(
+                sa.select(sa.func.count()).select_from(OCR).where(OCR.c.status == "failed")
+            ).scalar_one()
         return {
+            "with_text": int(with_text),
+            "ocr_failed": int(ocr_failed),
             "with_date": int(dated),
             "with_position": int(placed),
             "with_camera": int(cameras),
@@ -325,14 +336,18 @@ class MetadataStore:
         *,
         unavailable_ids: Sequence[int] = (),
         available_ids: Sequence[int] = (),
+        ocr: Sequence[tuple[str, OcrResult]] = (),
     ) -> int:
         """Record one checkpoint of indexing work in a single transaction; returns its seq.
 
         ``unavailable_ids`` are kept but marked as under a place that could not be listed;
         ``available_ids`` were seen again. Neither changes a vector, so neither moves a row's
-        seq (FAISS files need no update for them)."""
+        seq (FAISS files need no update for them). ``ocr``: (digest, text read) of contents
+        read in this checkpoint; the lexical index of every file concerned follows."""
         now = time.time()
         with self.write() as (conn, seq):
+            if ocr:
+                self._store_ocr(conn, ocr)
             paths = [f.path for f in indexed] + [f.path for f in failed]
             old_digests = {str(r.digest) for r in select_in(
                 conn, sa.select(FILES.c.digest), FILES.c.path, paths) if r.digest}
@@ -358,6 +373,9 @@ class MetadataStore:
             ]
             if file_rows:
                 upsert(conn, FILES, file_rows, key="path")
+                self._index_names_and_text(conn, paths=paths)
+            if ocr:
+                self._index_names_and_text(conn, digests=[d for d, _ in ocr])
             if removed_ids:
                 old_digests.update(self._delete_files(conn, list(removed_ids), seq))
             for ids, flag in ((unavailable_ids, True), (available_ids, False)):
@@ -393,7 +411,58 @@ class MetadataStore:
             conn.execute(sa.insert(TOMBSTONES),
                          [{"kind": "image", "item_id": r.id, "seq": seq} for r in rows])
         execute_in(conn, sa.delete(FILES), FILES.c.id, ids)
+        delete_lexical(conn, [r.id for r in rows])
         return {str(r.digest) for r in rows if r.digest}
+
+    # --- text read in pictures (--ocr) and the lexical index ---------------------------------
+    def _store_ocr(self, conn: Connection, results: Sequence[tuple[str, OcrResult]]) -> None:
+        rows = [{"digest": d, "text": r.text, "status": "ok" if r.ok else "failed",
+                 "error": r.error, "version": OCR_VERSION} for d, r in results]
+        upsert(conn, OCR, rows, key="digest")
+
+    def _index_names_and_text(
+        self, conn: Connection, *, paths: Sequence[str] = (), digests: Sequence[str] = ()
+    ) -> None:
+        """Rewrite the lexical rows of the files at ``paths`` or with these ``digests``."""
+        stmt = (sa.select(FILES.c.id, FILES.c.path, OCR.c.text)
+                .outerjoin(OCR, OCR.c.digest == FILES.c.digest))
+        rows = (list(select_in(conn, stmt, FILES.c.path, paths)) if paths else [])
+        if digests:
+            rows += list(select_in(conn, stmt, FILES.c.digest, digests))
+        write_lexical(conn, lexical_rows((r.id, r.path, r.text or "") for r in rows))
+
+    def ocr_enabled(self, conn: Connection | None = None) -> bool:
+        with self._maybe(conn) as c:
+            return get_meta(c, "ocr").get("ocr") == "1"
+
+    def set_ocr_enabled(self, enabled: bool) -> None:
+        with self._transaction() as conn:
+            set_meta(conn, ocr="1" if enabled else "0")
+
+    def missing_ocr(self, roots: Sequence[str]) -> list[tuple[str, str]]:
+        """(digest, a path) of every indexed content under ``roots`` not read yet (indexed
+        before ``--ocr`` was turned on, or cut short by a crash), once per digest."""
+        out: dict[str, str] = {}
+        with self.read() as conn:
+            for cond in under_conditions(list(roots)):
+                stmt = (sa.select(FILES.c.digest, FILES.c.path)
+                        .outerjoin(OCR, OCR.c.digest == FILES.c.digest)
+                        .where(cond, FILES.c.status == "ok", OCR.c.digest.is_(None)))
+                for row in conn.execute(stmt):
+                    out.setdefault(str(row.digest), str(row.path))
+        return list(out.items())
+
+    def known_ocr(self, digests: Iterable[str]) -> set[str]:
+        """Which of ``digests`` were read already."""
+        with self.read() as conn:
+            return {str(r.digest) for r in select_in(conn, sa.select(OCR.c.digest),
+                                                     OCR.c.digest, set(digests))}
+
+    def texts_read(self, digests: Iterable[str], conn: Connection) -> dict[str, str]:
+        """The text read in these contents (only those with text)."""
+        stmt = sa.select(OCR.c.digest, OCR.c.text).where(OCR.c.text != "")
+        return {str(r.digest): str(r.text) for r in select_in(conn, stmt, OCR.c.digest,
+                                                              set(digests))}
 
     def _collect_garbage(self, conn: Connection, digests: set[str]) -> None:
         """Drop vectors that no file refers to any more."""

@@ -16,7 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import IndexFormatError
-from .schema import SCHEMA_VERSION, Base
+from .lexical import write_lexical
+from .schema import FILES, OCR, SCHEMA_VERSION, Base, create_lexical
 from .sql import get_meta, set_meta
 
 log = logging.getLogger("vlmsearch.store")
@@ -43,7 +44,19 @@ def _to_3(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX ix_files_taken_ts ON files (taken_ts)"))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3}
+def _to_4(conn: Connection) -> None:
+    """Text read in pictures (``ocr``) and the lexical index over it and file names, filled
+    here with the names of the files already indexed."""
+    OCR.create(conn)
+    create_lexical(conn)
+    from .lexical import lexical_rows
+
+    rows = conn.execute(sa.select(FILES.c.id, FILES.c.path)).all()
+    for start in range(0, len(rows), 5_000):
+        write_lexical(conn, lexical_rows([(r.id, r.path, "") for r in rows[start:start + 5_000]]))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4}
 
 
 def migrate(conn: Connection, *, read_only: bool) -> int:
@@ -67,6 +80,7 @@ def migrate(conn: Connection, *, read_only: bool) -> int:
     start = time.perf_counter()
     if version == 0:
         Base.metadata.create_all(conn)
+        create_lexical(conn)
         set_meta(conn, seq="0", schema_version=str(SCHEMA_VERSION))
         return 0
     for step in range(version + 1, SCHEMA_VERSION + 1):

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 Kind = Literal["image", "text"]
 # 64-bit ids on PostgreSQL (a billion-image index with churn outgrows 2**31); SQLite keeps
 # INTEGER PRIMARY KEY, its 64-bit rowid, which AUTOINCREMENT needs.
@@ -110,6 +110,19 @@ class TextRow(Base):
     seq: Mapped[int] = mapped_column(sa.BigInteger, index=True)
 
 
+class OcrRow(Base):
+    """The text read in one distinct file content (``--ocr``), so moved and duplicate files
+    are read once. ``status``: ``ok`` (``text`` may be empty: no text) or ``failed``
+    (``error`` says why; the image's embedding is unaffected)."""
+
+    __tablename__ = "ocr"
+    digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    text: Mapped[str] = mapped_column(sa.Text, default="")
+    status: Mapped[str] = mapped_column(sa.String(8))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    version: Mapped[int] = mapped_column(sa.Integer)
+
+
 class Tombstone(Base):
     """A deleted id, so a stale FAISS file can drop it. Pruned once every FAISS file of its
     kind reflects it (see :mod:`vlmsearch.store.sync`)."""
@@ -131,3 +144,20 @@ VECTORS: sa.Table = VectorRow.__table__  # type: ignore[assignment]
 TEXTS: sa.Table = TextRow.__table__  # type: ignore[assignment]
 TOMBSTONES: sa.Table = Tombstone.__table__  # type: ignore[assignment]
 META: sa.Table = MetaRow.__table__  # type: ignore[assignment]
+OCR: sa.Table = OcrRow.__table__  # type: ignore[assignment]
+
+LEXICAL = "lexical"
+"""What lexical search reads, one row per indexed file (its id): ``names`` (the file's name and
+its two parent folders' names) and ``text`` (the text read in it), both folded (lower case,
+no accents). In SQLite an FTS5 table with the trigram tokenizer, which matches substrings of
+three or more characters in any script (Chinese included) from its index; in PostgreSQL a plain
+table searched by substring."""
+
+
+def create_lexical(conn: sa.Connection) -> None:
+    if conn.dialect.name == "sqlite":
+        conn.execute(sa.text(f"CREATE VIRTUAL TABLE {LEXICAL} USING fts5(names, text, "
+                             "tokenize='trigram')"))
+    else:
+        conn.execute(sa.text(f"CREATE TABLE {LEXICAL} (file_id BIGINT PRIMARY KEY, "
+                             "names TEXT NOT NULL, text TEXT NOT NULL)"))

@@ -61,6 +61,9 @@ Types = Annotated[list[str], Query(alias="type", max_length=20,
 Sort = Annotated[str | None, Query(description="score, date (oldest first) or -date")]
 MinScore = Annotated[float | None, Query(ge=-1, le=1, description="drop results scoring "
                                          "below this")]
+Match = Annotated[str, Query(description="both: also pictures whose text or file name has "
+                             "every word of q; semantic: the embedding only; text: the "
+                             "words only")]
 
 
 def _filter(after: str | None, before: str | None, folders: list[str], camera: str | None,
@@ -87,7 +90,7 @@ def build_router(
                before: Before = None, folders: Folders = [],  # noqa: B006
                camera: Camera = None, place: Place = None, near: Near = None,
                types: Types = [], sort: Sort = None,  # noqa: B006
-               min_score: MinScore = None) -> dict[str, Any]:
+               min_score: MinScore = None, match: Match = "both") -> dict[str, Any]:
         """Text → image (`q`), more like an indexed image (`like`), or both; `not` pushes
         results away from a concept. With `target=texts`, returns added texts instead.
         `after`, `before`, `in`, `camera`, `place`, `near` and `type` keep only matching
@@ -95,7 +98,8 @@ def build_router(
         by date."""
         where = _filter(after, before, folders, camera, place, near, types)
         return service.search(text=q, like=like, negative=negative, k=k, target=target,
-                              where=where, sort=sort, min_score=min_score).to_dict()
+                              where=where, sort=sort, min_score=min_score,
+                              match=match).to_dict()
 
     @router.post("/search", response_model=None, summary="Search with an uploaded image",
                  responses={200: {"model": SearchResponse}})
@@ -116,14 +120,15 @@ def build_router(
         types: Annotated[list[str], Form(alias="type", max_length=20)] = [],  # noqa: B006
         sort: Annotated[str | None, Form()] = None,
         min_score: Annotated[float | None, Form(ge=-1, le=1)] = None,
+        match: Annotated[str, Form()] = "both",
     ) -> dict[str, Any]:
         """Image → image (or image → text with `target=texts`), optionally combined with words
         (`q`) and `not` terms, as `multipart/form-data`. Same fields as GET, plus `image`."""
         data = _read_upload(image, max_upload_bytes) if image is not None else None
         where = _filter(after, before, folders, camera, place, near, types)
         return service.search(text=q, image=data, like=like, negative=negative, k=k,
-                              target=target, where=where, sort=sort,
-                              min_score=min_score).to_dict()
+                              target=target, where=where, sort=sort, min_score=min_score,
+                              match=match).to_dict()
 
     @router.get("/image/{image_id}", summary="An indexed image, full size",
                 response_class=Response,

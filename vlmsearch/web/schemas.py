@@ -29,6 +29,13 @@ class ImageHitModel(BaseModel):
     place: str | None = Field(description="where it was taken: town (city), country")
     lat: float | None = Field(description="GPS latitude")
     lon: float | None = Field(description="GPS longitude")
+    matched: str | None = Field(description="semantic (the embedding), text (the query's "
+                                "words are in the picture or its file name) or both; null "
+                                "for a filter alone")
+    ocr: str | None = Field(description="the piece of the text read in the picture that "
+                            "matched the query's words")
+    ocr_spans: list[list[int]] | None = Field(description="[start, end) of each matched word "
+                                              "in ocr")
 
 
 class TextHitModel(BaseModel):
@@ -66,6 +73,9 @@ class InfoResponse(BaseModel):
     with_date: int = Field(description="images whose metadata gives a date taken")
     with_position: int = Field(description="images with a GPS position")
     with_camera: int = Field(description="images whose metadata names a camera")
+    ocr: bool = Field(description="whether index runs read the text in pictures (--ocr)")
+    with_text: int = Field(description="images in which text was read")
+    ocr_failed: int = Field(description="contents whose text could not be read")
     model: str
     model_id: str
     dim: int

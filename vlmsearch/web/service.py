@@ -67,6 +67,7 @@ class SearchService:
         where: Filter | None = None,
         sort: str | None = None,
         min_score: float | None = None,
+        match: str = "both",
     ) -> SearchResult:
         """Search by any mix of text, uploaded image bytes and an indexed image's id
         (``like``: "more like this"), narrowed by ``where``; the parts are combined as
@@ -80,7 +81,7 @@ class SearchService:
         with self.lock:
             hits = self.engine.search(text=text, image=image, like=like, negative=negative,
                                       k=k, target=target, where=where, sort=sort,
-                                      min_score=min_score)
+                                      min_score=min_score, match=match)
         return SearchResult([h.to_dict() for h in hits], time.perf_counter() - start, target,
                             list(hits.warnings))
 

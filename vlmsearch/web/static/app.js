@@ -232,6 +232,7 @@
       el("div", { class: "meta" },
         el("span", { class: "name", title: hit.path + size, text: name }),
         about ? el("span", { class: "about", title: hit.camera || "", text: about }) : "",
+        hit.ocr ? highlighted(hit.ocr, hit.ocr_spans || []) : "",
         el("div", { class: "row" },
           el("span", { class: "score", title: "cosine similarity to the query", text: shownScore(hit.score) }),
           el("button", { type: "button", class: "like", onclick: () => moreLike(hit) }, "More like this"),
@@ -246,6 +247,19 @@
     const [y, m, d] = taken.slice(0, 10).split("-").map(Number);
     const month = new Date(Date.UTC(2000, m - 1, 1)).toLocaleString(undefined, { month: "short", timeZone: "UTC" });
     return `${d} ${month} ${y}`;
+  }
+
+  // The text read in the picture, with the query's words marked (spans come from the server).
+  function highlighted(text, spans) {
+    const node = el("span", { class: "ocr", title: "text in the picture" });
+    let at = 0;
+    for (const [start, end] of spans) {
+      if (start < at) continue;
+      node.append(text.slice(at, start), el("mark", { text: text.slice(start, end) }));
+      at = end;
+    }
+    node.append(text.slice(at));
+    return node;
   }
 
   const shownScore = (score) => (score === null || score === undefined ? "" : score.toFixed(3));

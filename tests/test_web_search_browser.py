@@ -1,9 +1,10 @@
-"""The page's filter row in a real browser (Debian's chromium, Playwright): dates, folder,
-place and camera narrow the results, their state lives in the URL, and every result shows its
-date and place."""
+"""The page's filter row and text matches in a real browser (Debian's chromium, Playwright):
+dates, folder, place and camera narrow the results, their state lives in the URL, every result
+shows its date and place, and text read in a picture is shown with the query's words marked."""
 
 from __future__ import annotations
 
+import random
 import re
 import signal
 import subprocess
@@ -18,6 +19,7 @@ import pytest
 from tests.exifgen import exif_block
 from tests.test_web_api import start_server
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, card_names, scene, sync_api
+from tests.textgen import cjk_font, screen
 from vlmsearch import Engine
 
 pytestmark = [
@@ -122,3 +124,34 @@ def test_the_filter_row_narrows_results_and_lives_in_the_url(
     page.click("#f-clear")
     sync_api.expect(page.locator("#f-clear")).to_be_hidden()
     assert page.input_value("#f-in") == ""
+
+
+@pytest.mark.skipif(cjk_font() is None, reason="no CJK font to render test text "
+                    "(apt-get install fonts-wqy-microhei; .ci/run installs it)")
+def test_text_in_pictures_is_shown_with_the_match_highlighted(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tmp_path_factory.mktemp("shots")
+    screen("boarding pass gate B12", random.Random(2)).save(root / "pass.png")
+    screen("发票 登机口 317", random.Random(3)).save(root / "fapiao.png")
+    scene("green", 5, (320, 240)).save(root / "meadow.jpg")
+    index = tmp_path_factory.mktemp("ocr-web") / "index"
+    with Engine.open(index, model="fake") as eng:
+        assert eng.index([root], ocr=True).ocr_with_text == 2
+    proc, url = start_server(index, "--port", "0")
+    try:
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 860})
+            page.set_default_timeout(15_000)
+            for query, name, marked in (("gate B12", "pass.png", "B12"),
+                                        ("发票", "fapiao.png", "发票")):
+                page.goto(f"{url}?q={query}")
+                first = page.locator(".card").first
+                sync_api.expect(first.locator(".name")).to_have_text(name)
+                marks = first.locator(".ocr mark").all_inner_texts()
+                assert marked in [m.strip() for m in marks], marks
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=30)
