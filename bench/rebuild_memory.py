@@ -60,11 +60,11 @@ def make_database(path: Path, n: int, dim: int, seed: int = 0) -> None:
         db.executemany("insert into vectors (digest, vec) values (?, ?)",
                        ((f"{i:032x}", x[i - start].astype(np.float32).tobytes()) for i in rows))
         db.executemany(
-            "insert into files (path, size, mtime_ns, digest, width, height, status, error, "
-            "seq, indexed_at, unavailable) values (?, 3000000, 0, ?, 4000, 3000, 'ok', null, "
-            "1, 0, 0)",
-            ((os.fsencode(f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg"), f"{i:032x}")
-             for i in rows))
+            "insert into files (path, path_key, size, mtime_ns, digest, width, height, status, "
+            "error, seq, indexed_at, unavailable) values (?, ?, 3000000, 0, ?, 4000, 3000, "
+            "'ok', null, 1, 0, 0)",
+            ((path, path, f"{i:032x}") for i in rows
+             for path in [os.fsencode(f"/photos/{i // 1000:04d}/IMG_{i:07d}.jpg")]))
         db.commit()
     db.execute("update meta set value = '1' where key = 'seq'")
     db.commit()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.exifgen import photo
 from tests.imagegen import make_image
@@ -74,3 +75,20 @@ def test_a_version_1_index_is_upgraded_without_reembedding(tmp_path: Path) -> No
     assert (meta["model_spec"], meta["dim"]) == ("fake", "32")
     columns = {row[1] for row in db.execute("pragma table_info(files)")}
     assert {"unavailable", "taken", "taken_ts", "lat", "lon", "place_metro"} <= columns
+
+
+def test_the_upgrade_merges_rows_that_were_one_file_under_two_spellings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tmp_path / "Pictures"
+    photos = [make_image(real / f"{c}.png", c) for c in ("red", "green")]
+    (tmp_path / "pictures").symlink_to(real, target_is_directory=True)
+    index = tmp_path / "index"
+    # what an old release left on macOS: each photo twice, once per spelling of the folder
+    make_v1_index(index, photos + [tmp_path / "pictures" / p.name for p in photos])
+    monkeypatch.setenv("VLMSEARCH_PATH_KEYS", "macos")
+    with Engine.open(index, create=False) as eng:
+        assert eng.info().images == 2
+        assert len(eng.search(text="red", k=10)) == 2
+        report = eng.index([real])
+        assert (report.unchanged, report.added, report.removed) == (2, 0, 0)

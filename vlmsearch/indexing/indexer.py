@@ -99,9 +99,10 @@ class Indexer:
         ocr = None
         if self.text_reader is not None:
             ocr = OcrStage(self.text_reader, self.store, max_pixels=self.settings.max_pixels)
-            rereading = {ref.path for ref, _ in plan.todo}
-            ocr.want([(d, p) for d, p in self.store.missing_ocr(roots) if p not in rereading],
-                     known=True)
+            key = self.store.keys.key
+            rereading = {key(ref.path) for ref, _ in plan.todo}
+            ocr.want([(d, p) for d, p in self.store.missing_ocr(roots)
+                      if key(p) not in rereading], known=True)
         try:
             if plan.backfill:
                 self._backfill(plan.backfill, report, progress)

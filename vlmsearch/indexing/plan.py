@@ -66,18 +66,19 @@ def make_plan(
     plan.missing_roots = [p for p, reason in plan.unavailable_places
                           if p in roots and reason == "no such file or folder"]
 
+    key = store.keys.key  # paths compared as the file system does (case, normalisation)
     known = store.file_states(list({os.path.abspath(r) for r in roots}))
-    seen = {f.path for f in files}
-    unreachable = {p for p, _ in plan.unavailable_places}
-    for path, state in known.items():
-        if path in seen:
+    seen = {key(f.path) for f in files}
+    unreachable = {key(p) for p, _ in plan.unavailable_places}
+    for path_key, state in known.items():
+        if path_key in seen:
             continue
-        if _under_any(path, unreachable):
+        if _under_any(path_key, unreachable):
             plan.kept_ids.append(state.id)
         else:
             plan.removed_ids.append(state.id)
     for ref in files:
-        found = known.get(ref.path)
+        found = known.get(key(ref.path))
         if found is not None and found.unavailable:
             plan.back_ids.append(found.id)
         if (found is not None and found.status == "ok" and found.size == ref.size
@@ -90,8 +91,8 @@ def make_plan(
     return plan
 
 
-def _under_any(path: str, places: set[str]) -> bool:
-    """Whether ``path`` is one of ``places`` or lies under one."""
+def _under_any(path: bytes, places: set[bytes]) -> bool:
+    """Whether ``path`` is one of ``places`` or lies under one (path keys)."""
     current = path
     while places:
         if current in places:

@@ -31,6 +31,7 @@ from ..places import Place
 from .database import create_engine, is_read_only, translate_error
 from .lexical import delete_lexical, lexical_rows, write_lexical
 from .migrations import migrate
+from .pathkeys import PathKeys, platform_mode
 from .records import (
     Delta,
     FailedFile,
@@ -72,9 +73,12 @@ class MetadataStore:
         try:
             with self.engine.begin() as conn:
                 self.upgraded_from = migrate(conn, read_only=self.read_only)
+                mode = get_meta(conn, "path_keys").get("path_keys") or platform_mode()
         except (sa.exc.DBAPIError, sa.exc.StatementError) as exc:
             self.engine.dispose()
             raise translate_error(exc, url) from exc
+        self.keys = PathKeys(mode)
+        """How this index compares paths (:mod:`vlmsearch.store.pathkeys`)."""
 
     @property
     def dialect(self) -> str:
@@ -179,16 +183,17 @@ class MetadataStore:
             "texts": int(texts),
         }
 
-    def file_states(self, roots: Sequence[str] | None = None) -> dict[str, FileState]:
-        """Every known file under ``roots`` (absolute paths; None = all), by path."""
+    def file_states(self, roots: Sequence[str] | None = None) -> dict[bytes, FileState]:
+        """Every known file under ``roots`` (absolute paths; None = all), by path key."""
         cols = (FILES.c.id, FILES.c.path, FILES.c.size, FILES.c.mtime_ns, FILES.c.digest,
-                FILES.c.status, FILES.c.unavailable, FILES.c.meta_version)
-        out: dict[str, FileState] = {}
+                FILES.c.status, FILES.c.unavailable, FILES.c.meta_version, FILES.c.path_key)
+        out: dict[bytes, FileState] = {}
         with self.read() as conn:
-            for cond in under_conditions(roots):
+            for cond in under_conditions(roots, self.keys.key):
                 for row in conn.execute(sa.select(*cols).where(cond)):
-                    out[row.path] = FileState(*row[:6], unavailable=bool(row.unavailable),
-                                              meta_version=int(row.meta_version))
+                    out[bytes(row.path_key)] = FileState(
+                        *row[:6], unavailable=bool(row.unavailable),
+                        meta_version=int(row.meta_version))
         return out
 
     def known_digests(self, digests: Iterable[str], conn: Connection | None = None) -> set[str]:
@@ -203,7 +208,8 @@ class MetadataStore:
 
     def record_for_path(self, path: str, conn: Connection | None = None) -> FileRecord | None:
         with self._maybe(conn) as c:
-            row = c.execute(sa.select(*_RECORD_COLS).where(FILES.c.path == path)).first()
+            row = c.execute(sa.select(*_RECORD_COLS).where(
+                FILES.c.path_key == self.keys.key(path))).first()
         return _record(row) if row is not None else None
 
     def texts(self, ids: Sequence[int], conn: Connection) -> dict[int, tuple[str, str | None]]:
@@ -348,9 +354,10 @@ class MetadataStore:
         with self.write() as (conn, seq):
             if ocr:
                 self._store_ocr(conn, ocr)
-            paths = [f.path for f in indexed] + [f.path for f in failed]
+            keys = [self.keys.key(f.path) for f in indexed]
+            keys += [self.keys.key(f.path) for f in failed]
             old_digests = {str(r.digest) for r in select_in(
-                conn, sa.select(FILES.c.digest), FILES.c.path, paths) if r.digest}
+                conn, sa.select(FILES.c.digest), FILES.c.path_key, keys) if r.digest}
             new_vectors = {f.digest: f.vector for f in indexed if f.vector is not None}
             if new_vectors:
                 present = self.known_digests(new_vectors, conn)
@@ -359,21 +366,23 @@ class MetadataStore:
                 if rows:
                     conn.execute(sa.insert(VECTORS), rows)
             file_rows = [
-                {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "digest": f.digest,
+                {"path": f.path, "path_key": self.keys.key(f.path), "size": f.size,
+                 "mtime_ns": f.mtime_ns, "digest": f.digest,
                  "width": f.width, "height": f.height, "status": "ok", "error": None,
                  "seq": seq, "indexed_at": now, "unavailable": False,
                  **photo_row(f.meta, f.place)}
                 for f in indexed
             ] + [
-                {"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "digest": None,
+                {"path": f.path, "path_key": self.keys.key(f.path), "size": f.size,
+                 "mtime_ns": f.mtime_ns, "digest": None,
                  "width": None, "height": None, "status": "failed", "error": f.error,
                  "seq": seq, "indexed_at": now, "unavailable": False,
                  **photo_row(PhotoMeta(), Place())}
                 for f in failed
             ]
             if file_rows:
-                upsert(conn, FILES, file_rows, key="path")
-                self._index_names_and_text(conn, paths=paths)
+                upsert(conn, FILES, file_rows, key="path_key")
+                self._index_names_and_text(conn, keys=keys)
             if ocr:
                 self._index_names_and_text(conn, digests=[d for d, _ in ocr])
             if removed_ids:
@@ -399,7 +408,7 @@ class MetadataStore:
         """Drop files, and everything under folders, from the store; returns how many."""
         with self.write() as (conn, seq):
             ids: set[int] = set()
-            for cond in under_conditions(list(paths)):
+            for cond in under_conditions(list(paths), self.keys.key):
                 ids.update(conn.execute(sa.select(FILES.c.id).where(cond)).scalars())
             digests = self._delete_files(conn, sorted(ids), seq)
             self._collect_garbage(conn, digests)
@@ -421,12 +430,12 @@ class MetadataStore:
         upsert(conn, OCR, rows, key="digest")
 
     def _index_names_and_text(
-        self, conn: Connection, *, paths: Sequence[str] = (), digests: Sequence[str] = ()
+        self, conn: Connection, *, keys: Sequence[bytes] = (), digests: Sequence[str] = ()
     ) -> None:
-        """Rewrite the lexical rows of the files at ``paths`` or with these ``digests``."""
+        """Rewrite the lexical rows of the files with these path ``keys`` or ``digests``."""
         stmt = (sa.select(FILES.c.id, FILES.c.path, OCR.c.text)
                 .outerjoin(OCR, OCR.c.digest == FILES.c.digest))
-        rows = (list(select_in(conn, stmt, FILES.c.path, paths)) if paths else [])
+        rows = (list(select_in(conn, stmt, FILES.c.path_key, keys)) if keys else [])
         if digests:
             rows += list(select_in(conn, stmt, FILES.c.digest, digests))
         write_lexical(conn, lexical_rows((r.id, r.path, r.text or "") for r in rows))
@@ -444,7 +453,7 @@ class MetadataStore:
         before ``--ocr`` was turned on, or cut short by a crash), once per digest."""
         out: dict[str, str] = {}
         with self.read() as conn:
-            for cond in under_conditions(list(roots)):
+            for cond in under_conditions(list(roots), self.keys.key):
                 stmt = (sa.select(FILES.c.digest, FILES.c.path)
                         .outerjoin(OCR, OCR.c.digest == FILES.c.digest)
                         .where(cond, FILES.c.status == "ok", OCR.c.digest.is_(None)))

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from ..errors import IndexFormatError
-from .lexical import write_lexical
-from .schema import FILES, OCR, SCHEMA_VERSION, Base, create_lexical
+from .lexical import delete_lexical, lexical_rows, write_lexical
+from .pathkeys import PathKeys, platform_mode
+from .schema import FILES, OCR, SCHEMA_VERSION, TOMBSTONES, VECTORS, Base, create_lexical
 from .sql import get_meta, set_meta
 
 log = logging.getLogger("vlmsearch.store")
@@ -49,14 +50,49 @@ def _to_4(conn: Connection) -> None:
     here with the names of the files already indexed."""
     OCR.create(conn)
     create_lexical(conn)
-    from .lexical import lexical_rows
-
     rows = conn.execute(sa.select(FILES.c.id, FILES.c.path)).all()
     for start in range(0, len(rows), 5_000):
         write_lexical(conn, lexical_rows([(r.id, r.path, "") for r in rows[start:start + 5_000]]))
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4}
+def _to_5(conn: Connection) -> None:
+    """Path keys (vlmsearch.store.pathkeys) in the platform's mode. Where that mode folds
+    case or normalisation, rows that were one file under two spellings collapse into the one
+    indexed last (the others are the stale duplicates this step exists to end)."""
+    mode = platform_mode()
+    keys = PathKeys(mode)
+    conn.execute(sa.text("ALTER TABLE files ADD COLUMN path_key BLOB" if conn.dialect.name ==
+                         "sqlite" else "ALTER TABLE files ADD COLUMN path_key BYTEA"))
+    rows = conn.execute(sa.select(FILES.c.id, FILES.c.path, FILES.c.indexed_at)
+                        .order_by(FILES.c.indexed_at, FILES.c.id)).all()
+    owner: dict[bytes, int] = {}
+    for row in rows:
+        owner[keys.key(row.path)] = row.id  # the last one indexed wins
+    keep = set(owner.values())
+    stale = [r.id for r in rows if r.id not in keep]
+    if stale:
+        seq = int(get_meta(conn, "seq").get("seq", 0)) + 1
+        conn.execute(sa.insert(TOMBSTONES), [{"kind": "image", "item_id": i, "seq": seq}
+                                             for i in stale])
+        for start in range(0, len(stale), 500):
+            chunk = stale[start:start + 500]
+            conn.execute(sa.delete(FILES).where(FILES.c.id.in_(chunk)))
+        delete_lexical(conn, stale)
+        conn.execute(sa.delete(VECTORS).where(~sa.exists().where(
+            FILES.c.digest == VECTORS.c.digest)))
+        set_meta(conn, seq=str(seq))
+        log.info("merged %d index rows that named the same files under another spelling",
+                 len(stale))
+    update = (sa.update(FILES).where(FILES.c.id == sa.bindparam("file_id"))
+              .values(path_key=sa.bindparam("key")))
+    items = [{"file_id": i, "key": k} for k, i in owner.items()]
+    for start in range(0, len(items), 5_000):
+        conn.execute(update, items[start:start + 5_000])
+    conn.execute(sa.text("CREATE UNIQUE INDEX ix_files_path_key ON files (path_key)"))
+    set_meta(conn, path_keys=mode)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5}
 
 
 def migrate(conn: Connection, *, read_only: bool) -> int:
@@ -81,7 +117,7 @@ def migrate(conn: Connection, *, read_only: bool) -> int:
     if version == 0:
         Base.metadata.create_all(conn)
         create_lexical(conn)
-        set_meta(conn, seq="0", schema_version=str(SCHEMA_VERSION))
+        set_meta(conn, seq="0", schema_version=str(SCHEMA_VERSION), path_keys=platform_mode())
         return 0
     for step in range(version + 1, SCHEMA_VERSION + 1):
         MIGRATIONS[step](conn)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 Kind = Literal["image", "text"]
 # 64-bit ids on PostgreSQL (a billion-image index with churn outgrows 2**31); SQLite keeps
 # INTEGER PRIMARY KEY, its 64-bit rowid, which AUTOINCREMENT needs.
@@ -40,8 +40,9 @@ class Base(DeclarativeBase):
 
 class MetaRow(Base):
     """Key/value settings of the database: ``schema_version``, the change number ``seq``, the
-    model the vectors were made with (``model_spec``, ``model_id``, ``dim``) and per-kind
-    ``pruned_<kind>`` (tombstones up to that seq have been deleted)."""
+    model the vectors were made with (``model_spec``, ``model_id``, ``dim``), per-kind
+    ``pruned_<kind>`` (tombstones up to that seq have been deleted), ``ocr`` ("1": index runs
+    read text in pictures) and ``path_keys`` (how paths are compared)."""
 
     __tablename__ = "meta"
     key: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -59,6 +60,8 @@ class FileRow(Base):
     __table_args__ = {"sqlite_autoincrement": True}  # noqa: RUF012
     id: Mapped[int] = mapped_column(Id, primary_key=True, autoincrement=True)
     path: Mapped[str] = mapped_column(FsPath, unique=True)
+    path_key: Mapped[bytes] = mapped_column(sa.LargeBinary, unique=True)
+    """The path as the index's file system compares it (vlmsearch.store.pathkeys)."""
     size: Mapped[int] = mapped_column(sa.BigInteger)
     mtime_ns: Mapped[int] = mapped_column(sa.BigInteger)
     digest: Mapped[str | None] = mapped_column(sa.String(64), index=True)

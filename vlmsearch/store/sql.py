@@ -4,7 +4,7 @@ folder" conditions and the ``meta`` key/value rows."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -74,18 +74,21 @@ def set_meta(conn: Connection, **values: str) -> None:
         upsert(conn, META, [{"key": k, "value": v} for k, v in values.items()], key="key")
 
 
-def under_conditions(roots: Sequence[str] | None) -> list[sa.ColumnElement[bool]]:
-    """SQL conditions selecting each root and every path under it (byte-wise ranges, so an
-    index on ``files.path`` serves them)."""
+def under_conditions(
+    roots: Sequence[str] | None, key: Callable[[str], bytes] = os.fsencode
+) -> list[sa.ColumnElement[bool]]:
+    """SQL conditions selecting each root and every file under it: byte-wise ranges over the
+    path keys (``key``: :meth:`vlmsearch.store.pathkeys.PathKeys.key`), which the unique
+    index on ``files.path_key`` serves."""
     if roots is None:
         return [sa.true()]
     conds: list[sa.ColumnElement[bool]] = []
     sep = os.fsencode(os.sep)
     for root in roots:
-        raw = os.fsencode(root).rstrip(sep) or sep
+        raw = key(root).rstrip(sep) or sep
         lo = raw if raw.endswith(sep) else raw + sep
         hi = lo[:-1] + bytes([lo[-1] + 1])
-        col = FILES.c.path
+        col = FILES.c.path_key
         conds.append(sa.or_(col == sa.literal(raw, sa.LargeBinary),
                             sa.and_(col >= sa.literal(lo, sa.LargeBinary),
                                     col < sa.literal(hi, sa.LargeBinary))))
