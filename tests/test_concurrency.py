@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 from PIL import Image
 
 from tests.test_crash_safety import _noise_tree
+from tests.test_web_api import serving
 
 pytestmark = pytest.mark.slow
 
@@ -56,23 +56,6 @@ def test_two_index_runs_racing_exactly_one_writes(tmp_path: Path, existing: bool
         assert json.loads(done.stdout)["unchanged"] == 300  # the index is whole
         return
     pytest.fail(f"the two runs never overlapped: {outcomes}")
-
-
-def _serve(index: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "vlmsearch.cli", "serve", "--index-dir",
-                             str(index), "--port", "0"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        line = proc.stdout.readline()
-        found = re.search(r"open (http://\S+/)", line)
-        if found:
-            return proc, found.group(1)
-        if not line and proc.poll() is not None:
-            break
-    proc.kill()
-    raise AssertionError(f"serve did not start: {proc.stderr.read() if proc.stderr else ''}")
 
 
 def _hammer(url: str, stop: threading.Event, log: list[dict[str, object]]) -> None:
@@ -126,24 +109,22 @@ def test_serve_answers_every_search_while_an_index_run_writes(tmp_path: Path, ki
               f"exact_search_limit={limit}, checkpoint_images=20)) as eng:\n"
               "    eng.index(sys.argv[2:])\n")
     subprocess.run([sys.executable, "-c", writer, str(index), str(root / "first")], check=True)
-    server, url = _serve(index)
     log: list[dict[str, object]] = []
     stop = threading.Event()
-    threads = [threading.Thread(target=_hammer, args=(url, stop, log)) for _ in range(2)]
-    try:
-        for t in threads:
-            t.start()
-        time.sleep(0.5)
-        run = subprocess.run([sys.executable, "-c", writer, str(index), str(root)],
-                             capture_output=True, text=True, timeout=600)
-        assert run.returncode == 0, run.stderr
-        time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(timeout=60)
-        server.terminate()
-        server.wait(timeout=60)
+    with serving(index) as url:
+        threads = [threading.Thread(target=_hammer, args=(url, stop, log)) for _ in range(2)]
+        try:
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            run = subprocess.run([sys.executable, "-c", writer, str(index), str(root)],
+                                 capture_output=True, text=True, timeout=600)
+            assert run.returncode == 0, run.stderr
+            time.sleep(0.5)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(timeout=60)
     manifest = json.loads((index / "manifest.json").read_text())
     index_type = manifest["vectors"]["image"]["index_type"]
     assert index_type.startswith("IVF") if kind == "ivf" else index_type == "Flat"

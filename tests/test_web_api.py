@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -549,6 +550,26 @@ def start_server(index_dir: Path, *args: str) -> tuple[subprocess.Popen[str], st
     proc.kill()
     errors = proc.stderr.read() if proc.stderr else ""
     raise AssertionError(f"serve printed no URL: {output}{errors}")
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    """Ctrl-C, as a person would; killed if it does not stop within 30 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+
+
+@contextmanager
+def serving(index_dir: Path, *args: str) -> Iterator[str]:
+    """The URL of a ``vlmsearch serve`` of ``index_dir`` on a free port, for the block."""
+    proc, url = start_server(index_dir, "--port", "0", *args)
+    try:
+        yield url
+    finally:
+        stop_server(proc)
 
 
 @pytest.mark.slow

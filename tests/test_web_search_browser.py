@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import random
 import re
-import signal
-import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +15,7 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from tests.exifgen import exif_block
-from tests.test_web_api import start_server
+from tests.test_web_api import serving
 from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, card_names, scene, sync_api
 from tests.textgen import cjk_font, screen
 from vlmsearch import Engine
@@ -52,15 +50,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
     index = tmp_path_factory.mktemp("filter-index") / "index"
     with Engine.open(index, model="fake") as eng:
         assert eng.index([root]).added == len(ALBUM)
-    proc, url = start_server(index, "--port", "0")
-    try:
+    with serving(index) as url:
         yield url, root
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture
@@ -138,20 +129,15 @@ def test_text_in_pictures_is_shown_with_the_match_highlighted(
     index = tmp_path_factory.mktemp("ocr-web") / "index"
     with Engine.open(index, model="fake") as eng:
         assert eng.index([root], ocr=True).ocr_with_text == 2
-    proc, url = start_server(index, "--port", "0")
-    try:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 860})
-            page.set_default_timeout(15_000)
-            for query, name, marked in (("gate B12", "pass.png", "B12"),
-                                        ("发票", "fapiao.png", "发票")):
-                page.goto(f"{url}?q={query}")
-                first = page.locator(".card").first
-                sync_api.expect(first.locator(".name")).to_have_text(name)
-                marks = first.locator(".ocr mark").all_inner_texts()
-                assert marked in [m.strip() for m in marks], marks
-            browser.close()
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=30)
+    with serving(index) as url, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1280, "height": 860})
+        page.set_default_timeout(15_000)
+        for query, name, marked in (("gate B12", "pass.png", "B12"),
+                                    ("发票", "fapiao.png", "发票")):
+            page.goto(f"{url}?q={query}")
+            first = page.locator(".card").first
+            sync_api.expect(first.locator(".name")).to_have_text(name)
+            marks = first.locator(".ocr mark").all_inner_texts()
+            assert marked in [m.strip() for m in marks], marks
+        browser.close()
