@@ -261,11 +261,11 @@ class MetadataStore:
         return Delta(removed, ids, vecs, now)
 
     def _live_query(self, kind: Kind) -> sa.Select[Any]:
-        if kind == "image":
+        if kind == "image":  # in id order: a rebuild reads it twice and needs the same order
             return (sa.select(FILES.c.id, VECTORS.c.vec)
                     .join(VECTORS, VECTORS.c.digest == FILES.c.digest)
-                    .where(FILES.c.status == "ok"))
-        return sa.select(TEXTS.c.id, TEXTS.c.vec)
+                    .where(FILES.c.status == "ok").order_by(FILES.c.id))
+        return sa.select(TEXTS.c.id, TEXTS.c.vec).order_by(TEXTS.c.id)
 
     def iter_vectors(
         self, kind: Kind, conn: Connection, *, rows: int = STREAM_ROWS,

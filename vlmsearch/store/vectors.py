@@ -137,23 +137,45 @@ class VectorIndex:
         sample_ids, sample_vecs = sample() if callable(sample) else sample
         trained = train_ivf(sample_vecs, n_total=n, seed=seed)
         calibration = Calibration(sample_ids, sample_vecs, np.random.default_rng(seed + 1))
+        del sample_ids, sample_vecs  # the calibration keeps its queries; the rest can go
         streamed = [0]
 
         def observed() -> Iterator[tuple[np.ndarray, np.ndarray]]:
             for ids, vecs in chunks():
                 calibration.observe(ids, vecs)
                 streamed[0] += len(ids)
-                report(streamed[0], n)
+                report(streamed[0], n if fill is not None else 2 * n)
                 yield ids, vecs
 
-        if fill is None:
-            merged = faiss.clone_index(trained)
-            for ids, vecs in observed():
-                merged.add_with_ids(np.ascontiguousarray(vecs, dtype=np.float32),
-                                    np.ascontiguousarray(ids, dtype=np.int64))
-            return cls._calibrated(dim, merged, n, calibration)
-        return cls.from_shards(dim, trained, fill(trained, observed()), n=n,
-                               calibration=calibration)
+        if fill is not None:
+            return cls.from_shards(dim, trained, fill(trained, observed()), n=n,
+                                   calibration=calibration)
+        # Two passes over the collection: the first finds each vector's cell (and the exact
+        # answers for calibration), so every inverted list can be given its final size before
+        # the second adds the vectors. Lists grown one chunk at a time would reallocate
+        # geometrically and leave the heap up to twice the index's size.
+        merged: Any = faiss.clone_index(trained)
+        order: list[np.ndarray] = []
+        cells: list[np.ndarray] = []
+        for ids, vecs in observed():
+            order.append(np.ascontiguousarray(ids, dtype=np.int64))
+            cells.append(merged.quantizer.assign(np.ascontiguousarray(vecs, np.float32), 1)
+                         .ravel().astype(np.int64))
+        all_ids, all_cells = np.concatenate(order), np.concatenate(cells)
+        del order, cells
+        _reserve(merged, np.bincount(all_cells, minlength=merged.nlist))
+        at = 0
+        for ids, vecs in chunks():
+            m = len(ids)
+            if not np.array_equal(ids, all_ids[at:at + m]):
+                raise ValueError("the collection changed between the two passes of a rebuild")
+            x = np.ascontiguousarray(vecs, dtype=np.float32)
+            xids = np.ascontiguousarray(ids, dtype=np.int64)
+            cell = np.ascontiguousarray(all_cells[at:at + m])
+            merged.add_core(m, faiss.swig_ptr(x), faiss.swig_ptr(xids), faiss.swig_ptr(cell))
+            at += m
+            report(n + at, 2 * n)
+        return cls._calibrated(dim, merged, n, calibration)
 
     @classmethod
     def from_shards(
@@ -430,6 +452,16 @@ def train_ivf(vectors: np.ndarray, *, n_total: int | None = None, seed: int = 0)
 
 def _nlist(n: int) -> int:
     return int(2 ** round(math.log2(max(64.0, 4 * math.sqrt(n)))))
+
+
+def _reserve(ivf: Any, sizes: np.ndarray) -> None:
+    """Give each inverted list of the (empty) ``ivf`` room for ``sizes[list]`` entries, so
+    adding never reallocates (a list resized up and back to 0 keeps its capacity)."""
+    lists = ivf.invlists
+    for cell, size in enumerate(sizes.tolist()):
+        if size:
+            lists.resize(cell, int(size))
+            lists.resize(cell, 0)
 
 
 def fill_shard(trained: Any, ids: np.ndarray, vectors: np.ndarray) -> Any:
