@@ -11,6 +11,8 @@ from tests.imagegen import make_image, picture
 from vlmsearch import Engine, ModelUnavailableError
 from vlmsearch.decode import prepare
 from vlmsearch.encoders.registry import load_encoder
+from vlmsearch.errors import OfflineError
+from vlmsearch.models_catalog import SHIPPED_DEFAULT
 
 
 def test_tiny_clip_matches_open_clips_own_preprocessing(tiny_clip_spec: str) -> None:
@@ -77,5 +79,26 @@ def test_weights_that_cannot_be_downloaded_give_one_clear_message(
     with pytest.raises(ModelUnavailableError) as info:
         enc.encode_texts(["x"])
     message = str(info.value)
-    assert "ViT-B-32/laion2b_s34b_b79k" in message
-    assert "--model openclip:ViT-B-32@/path/to/checkpoint" in message
+    assert isinstance(info.value, OfflineError) and "\n" not in message
+    assert "ViT-B-32/laion2b_s34b_b79k" in message and "HF_HUB_OFFLINE is set" in message
+    assert f"--model {SHIPPED_DEFAULT}" in message
+    assert "--model openclip:ViT-B-32/laion2b_s34b_b79k@/path/to/" in message
+
+
+@pytest.mark.slow
+def test_reparameterizable_image_towers_are_fused_with_the_same_outputs(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MobileCLIP's FastViT runs in its inference form (2× faster on a CPU, same vectors)."""
+    from vlmsearch.encoders import openclip
+
+    spec = "openclip:MobileCLIP2-S0/random"
+    fused_enc = load_encoder(spec, device="cpu")
+    pixels = np.stack([prepare(picture(colour), fused_enc.image_spec)
+                       for colour in ("red", "green", "blue")])
+    fused = fused_enc.encode_images(pixels)
+    assert any(getattr(m, "reparam_conv", None) is not None
+               for m in fused_enc._model.modules())  # type: ignore[attr-defined]
+    monkeypatch.setattr(openclip, "_reparameterize", lambda model: None)
+    plain = load_encoder(spec, device="cpu").encode_images(pixels)
+    assert float((fused * plain).sum(axis=1).min()) > 0.9999

@@ -2,8 +2,9 @@
 ``vlmsearch serve`` process on 127.0.0.1, over generated colourful pictures and the fake
 colour encoder (the words "red", "green", ... find pictures of that colour).
 
-Also makes the README's screenshot: ``VLMSEARCH_SCREENSHOT=docs/screenshot.png python -m pytest
-tests/test_web_browser.py -k screenshot`` (without the variable it goes to a temp folder).
+``test_screenshot`` photographs this test gallery (into a temp folder, or
+``$VLMSEARCH_SCREENSHOT``). The README's screenshot shows real photos instead: it is made by
+``python docs/make_screenshot.py`` (Flickr8k photos, the shipped model, the same browser).
 """
 
 from __future__ import annotations

@@ -18,14 +18,22 @@ from typing import Annotated, Any, NoReturn, Optional, TypeVar
 
 import typer
 
+from .config import DEFAULT_MODEL
 from .errors import VlmsearchError
+from .models_catalog import SHIPPED_DEFAULT
 
 app = typer.Typer(
     name="vlmsearch",
     help="Local-first semantic image search: index photo folders, search them by text or image.",
+    epilog="First run:\n\n\b\n  vlmsearch index ~/Pictures\n  vlmsearch query \"a dog on a "
+    f"beach\"\n\nWithout internet, index with --model {SHIPPED_DEFAULT}: it ships with "
+    "vlmsearch and needs no download. Every command has --help.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_show_locals=False,
+    # Plain click help: at 80 columns Typer's rich panels left the help of `index` 16
+    # characters wide (and read "[scale]" in a help text as markup and dropped it)
+    rich_markup_mode=None,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -35,16 +43,45 @@ EXIT_PARTIAL = 3
 """`index` could not reach a root (or a folder holding indexed files): everything else is up
 to date, those entries are kept, and the exit code says the run was partial."""
 
+
+def _wrap_at_spaces_only() -> None:
+    """Help texts wrap at spaces only: click's wrapper also breaks after hyphens, which cut
+    option and command names such as --gpus-per-worker or add-texts in two. (Typer may carry
+    its own copy of click's formatting, so both are adjusted.)"""
+    import importlib
+
+    for name in ("typer._click._textwrap", "click._textwrap"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        base: Any = module.TextWrapper
+        if getattr(base, "spaces_only", False):
+            continue
+
+        class SpacesOnly(base):
+            spaces_only = True
+
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                kwargs.update(break_on_hyphens=False, break_long_words=False)
+                super().__init__(*args, **kwargs)
+
+        setattr(module, "TextWrapper", SpacesOnly)  # noqa: B010
+
+
+_wrap_at_spaces_only()
+
 # --- shared options ------------------------------------------------------------------------------
 IndexName = Annotated[
     Optional[str],
-    typer.Option("--index", "-i", help="Name of the index in the index home ($VLMSEARCH_HOME or "
-                 "the user data folder).", show_default="default"),
+    typer.Option("--index", "-i", metavar="NAME", help="Which index of the index home "
+                 "($VLMSEARCH_HOME or the user data folder); default: default.",
+                 show_default=False),
 ]
 IndexDir = Annotated[
     Optional[Path],
-    typer.Option("--index-dir", help="Use the index in this folder (overrides --index).",
-                 file_okay=False),
+    typer.Option("--index-dir", metavar="DIR", help="Use the index in this folder (overrides "
+                 "--index).", file_okay=False),
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IndexModel = Annotated[
@@ -54,9 +91,21 @@ IndexModel = Annotated[
                  "needs `vlmsearch index --reindex --model SPEC PATH`.", show_default=False),
 ]
 Device = Annotated[
-    str, typer.Option("--device", help="Where the model runs: auto (cuda, then mps, then cpu), "
-                      "cpu, cuda or mps.")
+    str, typer.Option("--device", metavar="DEVICE", help="Where the model runs: auto (cuda, "
+                      "then mps, then cpu), cpu, cuda or mps.")
 ]
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option(
+        "--verbose", "-v", help="Also show the log lines of vlmsearch and of the libraries it "
+        "uses (hidden by default: problems are reported as one error line).")] = False,
+) -> None:
+    """Local-first semantic image search: index photo folders, search them by text or image."""
+    from .logsetup import configure
+
+    configure(verbose)
 
 
 def _fail(message: str, code: int) -> NoReturn:
@@ -141,7 +190,9 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[Any], None]]:
             description = {"scanning": "Scanning", "indexing": label, "saving": "Saving",
                            "reading text": "Reading text in pictures",
                            "metadata": "Reading photo metadata (no re-embedding)",
-                           "exporting": "Preparing fast text queries (once per model)"}
+                           "exporting": "Preparing fast text queries (once per model)",
+                           "exporting-images": "Preparing the image model for this CPU "
+                           "(once per machine)"}
             bar.update(task, description=description.get(event.phase, event.phase),
                        completed=event.done, total=event.total)
 
@@ -151,19 +202,22 @@ def _progress_bar(enabled: bool, label: str) -> Iterator[Callable[[Any], None]]:
 # --- index ---------------------------------------------------------------------------------------
 @app.command()
 def index(
-    paths: Annotated[list[Path], typer.Argument(help="Folders or files to index (recursively).",
-                                                show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH", help="Folders or files to index (recursively).", show_default=False)],
     index_name: IndexName = None,
     index_dir: IndexDir = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", "-m", help="Model spec (see `vlmsearch models`). Default for a new index: "
-        "openclip:ViT-B-32/laion2b_s34b_b79k; an existing index keeps its own.")] = None,
+        "--model", "-m", metavar="SPEC", help=f"Model for a new index; an existing index keeps "
+        f"its own. Default: {DEFAULT_MODEL} (downloaded once, about 600 MB). Without internet: "
+        f"{SHIPPED_DEFAULT}, which ships with vlmsearch. `vlmsearch models` lists more.")
+    ] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", "-b", min=1, help="Images per model forward pass.",
-        show_default="32")] = None,
+        "--batch-size", "-b", min=1, metavar="N", help="Images per model forward pass "
+        "(default 32).", show_default=False)] = None,
     device: Device = "auto",
     exclude: Annotated[Optional[list[str]], typer.Option(
-        "--exclude", "-x", help="Skip files/folders matching this glob (repeatable). Without '/' "
+        "--exclude", "-x", metavar="GLOB", help="Skip files and folders matching GLOB "
+        "(repeatable). Without '/' "
         "it matches names (e.g. '*.tmp', 'thumbnails'); with '/' paths relative to the root.")
     ] = None,
     include_hidden: Annotated[bool, typer.Option(
@@ -174,30 +228,35 @@ def index(
         help="Follow symbolic links to files and folders, even outside the root (loops are "
         "detected).")] = True,
     max_pixels: Annotated[Optional[int], typer.Option(
-        "--max-pixels", min=1, help="Skip images declaring more pixels than this "
-        "(decompression-bomb guard).", show_default="100000000")] = None,
+        "--max-pixels", min=1, metavar="N", help="Skip images declaring more than N pixels, "
+        "a decompression-bomb guard (default 100000000).", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option(
-        "--workers", min=0, help="Parallel image decoders (0 = one per CPU core).",
-        show_default="0")] = None,
+        "--workers", min=0, metavar="N", help="Parallel image decoders (default 0: one per "
+        "CPU core).", show_default=False)] = None,
     checkpoint: Annotated[Optional[int], typer.Option(
-        "--checkpoint", min=1, help="Commit work at least every N images (and every 60 s): "
-        "at most this much is redone after a crash.", show_default="500")] = None,
+        "--checkpoint", min=1, metavar="N", help="Commit work at least every N images and "
+        "every 60 s: at most this much is redone after a crash (default 500).",
+        show_default=False)] = None,
     reindex: Annotated[bool, typer.Option(
         "--reindex", help="Forget all vectors and re-embed every file (needed to switch an "
         "existing index to another --model).")] = False,
     engine: Annotated[str, typer.Option(
-        "--engine", help="local: this process (decoder threads + one model). ray: decode and "
+        "--engine", metavar="local|ray",
+        help="local: this process (decoder threads + one model). ray: decode and "
         "embed on a Ray cluster (pip install 'vlmsearch[scale]'; see docs/scale.md).")
     ] = "local",
     ray_address: Annotated[Optional[str], typer.Option(
-        "--ray-address", help="With --engine ray: auto (the cluster this machine belongs to), "
+        "--ray-address", metavar="ADDR",
+        help="With --engine ray: auto (the cluster this machine belongs to), "
         "HOST:PORT of a head node, or ray://HOST:10001 (Ray Client). Default: a private Ray "
         "instance on this machine.")] = None,
     ray_workers: Annotated[int, typer.Option(
-        "--ray-workers", min=0, help="With --engine ray: encoder actors (0 = one per GPU with "
+        "--ray-workers", min=0, metavar="N",
+        help="With --engine ray: encoder actors (0 = one per GPU with "
         "--gpus-per-worker, else one per 2 cluster CPUs).")] = 0,
     gpus_per_worker: Annotated[float, typer.Option(
-        "--gpus-per-worker", min=0, help="With --engine ray: GPUs per encoder actor (0 = CPU "
+        "--gpus-per-worker", min=0, metavar="N",
+        help="With --engine ray: GPUs per encoder actor (0 = CPU "
         "actors; >0 also moves decoding to separate CPU tasks).")] = 0.0,
     ocr: Annotated[Optional[bool], typer.Option(
         "--ocr/--no-ocr", help="Read the text in pictures (signs, screenshots, receipts; "
@@ -205,15 +264,22 @@ def index(
         "as it costs time on every new picture (the README has the figures).",
         show_default=False)] = None,
     db: Annotated[Optional[str], typer.Option(
-        "--db", help="For a new index: keep its metadata in this database instead of the "
+        "--db", metavar="URL",
+        help="For a new index: keep its metadata in this database instead of the "
         "folder's SQLite file, e.g. postgresql+psycopg://USER@HOST:5432/DBNAME (password from "
         "PGPASSWORD or ~/.pgpass). Recorded in the index folder, so later commands need no "
         "--db.")] = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Index images under PATHS: new and changed files are embedded, deleted ones dropped."""
+    """Index the images under PATHs, or bring an index up to date.
+
+    New and changed files are embedded; unchanged ones are not read again; deleted ones are
+    dropped. A model whose weights are not on this machine yet is downloaded first, after
+    saying how big it is.
+    """
 
     def body() -> int:
+        _fetch_model_first(model, index_name, index_dir, json_out)  # before heavy imports
         from .engine import Engine
 
         ray_options = None
@@ -276,15 +342,18 @@ def _render_index_report(report: Any, index_path: Path) -> None:
 # --- query ---------------------------------------------------------------------------------------
 @app.command()
 def query(
-    text: Annotated[Optional[str], typer.Argument(help="What to look for, in words.")] = None,
+    text: Annotated[Optional[str], typer.Argument(metavar="TEXT",
+                                                  help="What to look for, in words.")] = None,
     image: Annotated[Optional[Path], typer.Option(
-        "--image", help="Find images like this one (combine with TEXT for both).",
+        "--image", metavar="FILE", help="Find images like this one (combine with TEXT for both).",
         dir_okay=False)] = None,
     negative: Annotated[Optional[list[str]], typer.Option(
-        "--not", help="Push results away from this concept (repeatable).")] = None,
-    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Number of results.")] = 10,
+        "--not", metavar="TEXT", help="Push results away from this concept (repeatable).")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, metavar="K",
+                                       help="Number of results.")] = 10,
     target: Annotated[str, typer.Option(
-        "--target", help="What to return: images, or texts added with `add-texts`.")
+        "--target", metavar="images|texts", help="What to return: images, or the texts "
+        "added with add-texts.")
     ] = "images",
     index_name: IndexName = None,
     index_dir: IndexDir = None,
@@ -325,10 +394,11 @@ def query(
         "file name contains every word of TEXT, ranked with the rest; semantic: the "
         "embedding only; text: the words only.")] = "both",
 ) -> None:
-    """Search the index by TEXT, by --image, or both; filters narrow it down, and a filter
-    alone lists its matches by date.
+    """Search the index by TEXT, by --image, or both.
 
-    The score is the cosine similarity between the query and each result (higher is closer).
+    Filters (--after, --place, --camera, ...) narrow it down; a filter alone lists its matches
+    by date. The score is the cosine similarity between the query and each result (higher is
+    closer).
     """
 
     def body() -> None:
@@ -406,13 +476,14 @@ def _render_hits(hits: list[Any], target: str) -> None:
 # --- add-texts -----------------------------------------------------------------------------------
 @app.command("add-texts")
 def add_texts(
-    file: Annotated[Path, typer.Argument(help="Text file (one text per line) or TSV/CSV.",
-                                         dir_okay=False)],
+    file: Annotated[Path, typer.Argument(metavar="FILE", dir_okay=False,
+                                         help="Text file (one text per line) or TSV/CSV.")],
     column: Annotated[Optional[str], typer.Option(
-        "--column", "-c", help="TSV/CSV column: header name or 1-based number "
+        "--column", "-c", metavar="NAME|N", help="TSV/CSV column: header name or 1-based number "
         "(default: the last column).")] = None,
     delimiter: Annotated[Optional[str], typer.Option(
-        "--delimiter", help="Field separator (default: from the extension, .tsv or .csv).")
+        "--delimiter", metavar="CHAR",
+        help="Field separator (default: from the extension, .tsv or .csv).")
     ] = None,
     index_name: IndexName = None,
     index_dir: IndexDir = None,
@@ -420,8 +491,10 @@ def add_texts(
     device: Device = "auto",
     json_out: JsonOut = False,
 ) -> None:
-    """Add captions or labels to the index for image→text search (`query --image X --target
-    texts`)."""
+    """Add captions or labels to the index, for image→text search.
+
+    Then `vlmsearch query --image PHOTO --target texts` finds the texts that fit a picture.
+    """
 
     def body() -> None:
         from .corpus import read_texts
@@ -454,7 +527,11 @@ def info(
         "not be reached (an unplugged drive).")] = False,
     json_out: JsonOut = False,
 ) -> None:
-    """Show what an index holds: counts, model, FAISS index type, size, location."""
+    """Show what an index holds: counts, model, size and location.
+
+    Also its embedding dimension and FAISS index type; --failed lists the files that could
+    not be indexed.
+    """
 
     def body() -> None:
         from .engine import Engine
@@ -497,13 +574,16 @@ def info(
 # --- remove --------------------------------------------------------------------------------------
 @app.command()
 def remove(
-    paths: Annotated[list[Path], typer.Argument(help="Files or folders to drop from the index.",
-                                                show_default=False)],
+    paths: Annotated[list[Path], typer.Argument(
+        metavar="PATH", help="Files or folders to drop from the index.", show_default=False)],
     index_name: IndexName = None,
     index_dir: IndexDir = None,
     json_out: JsonOut = False,
 ) -> None:
-    """Drop files, or everything under folders, from the index (the files are not touched)."""
+    """Drop files, or everything under folders, from the index.
+
+    The files themselves are not touched.
+    """
 
     def body() -> None:
         from .engine import Engine
@@ -520,59 +600,232 @@ def remove(
 
 # --- models --------------------------------------------------------------------------------------
 @app.command()
-def models(json_out: JsonOut = False) -> None:
-    """List what can be named with --model: shipped bundles and open_clip architectures."""
+def models(
+    all_models: Annotated[bool, typer.Option(
+        "--all", help="List every open_clip architecture with every pretrained tag (hundreds) "
+        "instead of the recommended few.")] = False,
+    download: Annotated[Optional[str], typer.Option(
+        "--download", metavar="SPEC", help="Download the files model SPEC needs, with a "
+        "progress bar, their size, where they land and their SHA-256.")] = None,
+    to: Annotated[Optional[Path], typer.Option(
+        "--to", metavar="DIR", file_okay=False, help="With --download: save the files in DIR "
+        "instead of the Hugging Face cache, to copy them to a machine without internet.")
+    ] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """Models to choose from, or --download one.
+
+    By default the models that ship with vlmsearch and a few recommended open_clip ones, each
+    with its size, languages and whether it is on this machine; --all lists every open_clip
+    model. --download SPEC fetches a model before use (or for a machine without internet,
+    with --to DIR).
+    """
 
     def body() -> None:
-        from .models_catalog import list_models
+        from .errors import UsageError
 
-        entries = list_models()
+        if to is not None and download is None:
+            raise UsageError("--to needs --download SPEC")
+        if download is not None:
+            _download_model(download, to, json_out)
+            return
+        from .models_catalog import list_models, short_list
+
+        entries = list_models() if all_models else short_list()
         if json_out:
             _print_json(entries)
-            return
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(box=None, header_style="bold")
-        for col in ("spec", "kind", "dim", "available", "notes"):
-            table.add_column(col, overflow="fold")
-        for e in entries:
-            table.add_row(e["spec"], e["kind"], str(e.get("dim") or "?"),
-                          "yes" if e["available"] else "no", e.get("notes", ""))
-        Console().print(table)
+        elif all_models:
+            _render_all_models(entries)
+        else:
+            _render_short_list(entries)
 
     _run(body)
+
+
+def _render_all_models(entries: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("spec", "kind", "dim", "available", "notes"):
+        table.add_column(col, overflow="fold")
+    for e in entries:
+        table.add_row(e["spec"], e["kind"], str(e.get("dim") or "?"),
+                      "yes" if e["available"] else "no", e.get("notes", ""))
+    Console().print(table)
+
+
+def _render_short_list(entries: list[dict[str, Any]]) -> None:
+    """Two lines per model, so that a long spec never wraps inside a table cell."""
+    import shutil
+    import textwrap
+
+    from .downloads import human_size
+    from .models_catalog import SPEED_SOURCE
+
+    for e in entries:
+        here = "here" if e["available"] else "not here"
+        typer.echo(f"{e['spec']}  [{e.get('role') or e['kind']}; {here}]")
+        size = e.get("download_bytes")
+        facts = [f"{e.get('dim') or '?'}-d",
+                 "no download" if size == 0 else (f"~{human_size(size)} download" if size
+                                                  else "download size unknown"),
+                 f"languages: {e.get('languages') or '?'}"]
+        dev = e.get("dev_metrics") or {}
+        if dev.get("text_to_image"):
+            facts.append(f"dev R@1 {dev['text_to_image']['R@1']:.1f} / "
+                         f"{dev['image_to_text']['R@1']:.1f}")
+        if e.get("speed"):
+            facts.append(f"{e['speed']['images_per_s']:g} images/s")
+        typer.echo("  " + ", ".join(facts))
+    width = min(100, shutil.get_terminal_size((80, 24)).columns)
+    notes = (
+        "here: usable on this machine now. dev R@1: text→image / image→text recall@1 (%) on the "
+        f"Flickr8k dev split. images/s: indexing speed ({SPEED_SOURCE}). "
+        "`vlmsearch models --download SPEC` fetches a model; --all lists every open_clip model "
+        "and tag.")
+    typer.echo("\n" + textwrap.fill(notes, width=width, break_long_words=False,
+                                    break_on_hyphens=False))
+
+
+def _download_model(spec: str, to: Optional[Path], json_out: bool) -> None:
+    from .downloads import human_size
+    from .models_catalog import download_model, weights_cache_hint
+
+    with _download_progress(True) as (on_file, progress):  # stderr: --json keeps stdout
+        done = download_model(spec, to=to, on_file=on_file, progress=progress)
+    use = spec
+    if to is not None:
+        weights = next((d for d in done if d.path.name.endswith((".safetensors", ".bin",
+                                                                   ".pt", ".pth"))), None)
+        if weights is not None and spec.startswith("openclip:") and len(done) == 1:
+            use = f"{spec}@{weights.path.resolve()}"
+    if json_out:
+        _print_json({"spec": spec, "use": use, "files": [
+            {"path": str(d.path), "bytes": d.size, "sha256": d.sha256, "verified": d.verified,
+             "source": d.source, "already_here": d.already_here} for d in done]})
+        return
+    if not done:
+        typer.echo(f"{spec} needs no download")
+        return
+    for d in done:
+        state = "already here" if d.already_here and to is None else "saved"
+        check = "matches the source's checksum" if d.verified else "computed here"
+        typer.echo(f"{state}: {d.path}\n  size {human_size(d.size)} ({d.size:,} bytes)\n"
+                   f"  sha256 {d.sha256} ({check})")
+    if to is None:
+        typer.echo(f"ready: --model {spec} works on this machine now, also offline "
+                   f"(files in {weights_cache_hint()})")
+    else:
+        typer.echo(f"copy {to} to the machine without internet and use --model {use} "
+                   "there (with the folder's path on that machine)")
+
+
+@contextmanager
+def _download_progress(enabled: bool) -> Iterator[tuple[Callable[..., None],
+                                                        Callable[[int, Any], None]]]:
+    """Say what is downloaded, from where and how big, then a byte progress bar on stderr
+    (a terminal only)."""
+    from .downloads import human_size
+
+    def announce(file: Any, probed: Any) -> None:
+        if not enabled:
+            return
+        size = human_size(probed.size) if probed.size else "size unknown"
+        name = probed.name or file.label
+        typer.echo(f"downloading {file.what} ({name}, {size}) from {file.host}", err=True)
+
+    if not enabled or not sys.stderr.isatty():
+        yield announce, lambda done, total: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    with Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task: list[Any] = []
+
+        def start(file: Any, probed: Any) -> None:
+            announce(file, probed)
+            task[:] = [bar.add_task("download", total=probed.size)]
+
+        def update(done: int, total: Any) -> None:
+            if task:
+                bar.update(task[0], completed=done, total=total)
+
+        yield start, update
+
+
+def _fetch_model_first(model: Optional[str], index_name: Optional[str],
+                       index_dir: Optional[Path], json_out: bool) -> None:
+    """Before an index run: a model whose files are not here yet is fetched now, after saying
+    how big it is (and asking, on a terminal), never silently in the middle of indexing; a
+    machine that cannot fetch it learns so in seconds."""
+    from .config import index_dir_for
+    from .downloads import fetch, human_size
+    from .models_catalog import SHIPPED_DEFAULT, download_plan, spec_for_index, weights_cache_hint
+
+    spec = spec_for_index(index_dir_for(index_name, index_dir), model)
+    todo = download_plan(spec) if spec else None
+    if not todo or not todo.files:
+        return
+    size = human_size(todo.total_bytes) if todo.total_bytes else "an unknown size"
+    typer.echo(f"{spec} needs a one-time download of {size} into {weights_cache_hint()}",
+               err=True)
+    if not json_out and sys.stdin.isatty() and sys.stderr.isatty() and not typer.confirm(
+            "Download it now?", default=True, err=True):
+        _fail(f"nothing downloaded; `vlmsearch models --download {spec}` fetches it later, "
+              f"and --model {SHIPPED_DEFAULT} needs no download", 1)
+    with _download_progress(True) as (on_file, progress):
+        for file, probed in todo.files:
+            on_file(file, probed)
+            fetch(file, probed, progress=progress)
 
 
 # --- train ---------------------------------------------------------------------------------------
 @app.command()
 def train(
     pairs: Annotated[Path, typer.Option(
-        "--pairs", help="Image–caption pairs: TSV (image<TAB>caption), CSV or Karpathy JSON.",
+        "--pairs", metavar="FILE", help="Image–caption pairs: TSV (image<TAB>caption), CSV "
+        "or Karpathy JSON.",
         dir_okay=False, show_default=False)],
-    images: Annotated[Path, typer.Option("--images", help="Folder holding the images.",
-                                         file_okay=False, show_default=False)],
+    images: Annotated[Path, typer.Option("--images", metavar="DIR", file_okay=False,
+                                         help="Folder holding the images.", show_default=False)],
     train_list: Annotated[Path, typer.Option(
-        "--train-list", help="Image names to train on, one per line.", dir_okay=False,
+        "--train-list", metavar="FILE",
+        help="Image names to train on, one per line.", dir_okay=False,
         show_default=False)],
     dev_list: Annotated[Path, typer.Option(
-        "--dev-list", help="Held-out image names for early stopping, one per line.",
+        "--dev-list", metavar="FILE", help="Held-out image names for early stopping, one per line.",
         dir_okay=False, show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="New folder for the model bundle.",
+    out: Annotated[Path, typer.Option("--out", metavar="DIR",
+                                      help="New folder for the model bundle.",
                                       show_default=False)],
     name: Annotated[Optional[str], typer.Option(
-        "--name", help="Bundle name (default: the --out folder's name).")] = None,
+        "--name", metavar="NAME", help="Bundle name (default: the --out folder's name).")] = None,
     config: Annotated[Optional[Path], typer.Option(
-        "--config", help='JSON overriding the recipe: {"head": {...}, "training": {...}, '
+        "--config", metavar="FILE",
+        help='JSON overriding the recipe: {"head": {...}, "training": {...}, '
         '"image_tower": {...}, "text_tower": {...}} (see docs/fusion-head.md).',
         dir_okay=False)] = None,
-    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1)] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed")] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        "--epochs", min=1, metavar="N", help="Override the recipe's number of epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", metavar="N", help="Override the recipe's random seed.")] = None,
     device: Device = "auto",
     json_out: JsonOut = False,
 ) -> None:
-    """Train a contrastive fusion head on frozen towers and write a model bundle usable as
-    --model (features are cached, so re-runs are cheap)."""
+    """Train a fusion head on frozen towers into a model bundle.
+
+    The bundle folder works as --model for index, query, add-texts and eval. Tower features
+    are cached, so re-runs and other heads are cheap.
+    """
 
     def body() -> None:
         from .training.bundle_train import train_bundle
@@ -641,21 +894,25 @@ def _training_progress(enabled: bool) -> Iterator[Callable[[str, dict[str, Any]]
 # --- eval ----------------------------------------------------------------------------------------
 @app.command("eval")
 def evaluate_cmd(
-    pairs: Annotated[Path, typer.Option("--pairs", help="Image–caption pairs file.",
-                                        dir_okay=False, show_default=False)],
-    images: Annotated[Path, typer.Option("--images", help="Folder holding the images.",
-                                         file_okay=False, show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help="Model spec to evaluate.",
-                                       show_default=False)],
+    pairs: Annotated[Path, typer.Option("--pairs", metavar="FILE", dir_okay=False,
+                                        help="Image–caption pairs file.", show_default=False)],
+    images: Annotated[Path, typer.Option("--images", metavar="DIR", file_okay=False,
+                                         help="Folder holding the images.", show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", metavar="SPEC",
+                                       help="Model to evaluate.", show_default=False)],
     list_file: Annotated[Optional[Path], typer.Option(
-        "--list", help="Evaluate on these images only (one name per line), e.g. a test "
+        "--list", metavar="FILE",
+        help="Evaluate on these images only (one name per line), e.g. a test "
         "split; default: every image in the pairs file.", dir_okay=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1)] = 64,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, metavar="N",
+                                            help="Images per forward pass.")] = 64,
     device: Device = "auto",
     json_out: JsonOut = False,
 ) -> None:
-    """Image–caption retrieval metrics (R@1/5/10 and median rank, both directions), through the
-    same decode → encode path as indexing."""
+    """Measure a model: image–caption retrieval recall (R@1/5/10).
+
+    Both directions, with median ranks, through the same decode and encode path as indexing.
+    """
 
     def body() -> None:
         from .encoders.registry import load_encoder
@@ -690,10 +947,11 @@ def serve(
     index_name: IndexName = None,
     index_dir: IndexDir = None,
     host: Annotated[str, typer.Option(
-        "--host", help="Address to listen on. The default is only reachable from this machine; "
+        "--host", metavar="ADDR",
+        help="Address to listen on. The default is only reachable from this machine; "
         "0.0.0.0 lets others on your network search and view the indexed pictures.")
     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535,
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, metavar="N",
                                       help="Port to listen on (0: any free port).")] = 8000,
     allow_indexing: Annotated[bool, typer.Option(
         "--allow-indexing", help="Add POST /api/index, which indexes paths on this machine "
@@ -701,7 +959,9 @@ def serve(
     model: IndexModel = None,
     device: Device = "auto",
 ) -> None:
-    """Serve a search page and a JSON API for the index (http://127.0.0.1:8000 by default).
+    """Serve a search page and a JSON API for an index.
+
+    At http://127.0.0.1:8000/ by default.
 
     The page searches by words, by a dropped or picked image, or both, and finds more like any
     result. The API is described at /openapi.json. Stop with Ctrl-C.

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import describe
 from .photo_meta import NO_META, PhotoMeta, read_photo_meta
 
 # We enforce our own, configurable pixel limit (``max_pixels``) before decoding; Pillow's
@@ -262,6 +263,5 @@ def _bomb(exc: Exception, max_pixels: int) -> DecodeError:
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or exc.__class__.__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    return describe(exc, 200)
 

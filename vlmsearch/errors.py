@@ -58,3 +58,30 @@ class InputError(VlmsearchError):
 
 class StorageError(VlmsearchError):
     """The index could not be written (disk full, read-only folder, ...); nothing was lost."""
+
+
+class OfflineError(ModelUnavailableError):
+    """A model's weights are not on this machine and the place they come from cannot be
+    reached (or ``HF_HUB_OFFLINE`` forbids trying)."""
+
+
+def shorten(text: str, limit: int = 200) -> str:
+    """``text`` on one line, at most ``limit`` characters, cut at a word boundary (never inside
+    a word) and marked with an ellipsis when cut."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space > limit // 2:  # a word boundary not too far back; else cut a very long token
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.") + "…"
+
+
+def describe(exc: BaseException, limit: int = 200) -> str:
+    """An exception's message for a person: its first non-empty line, shortened at a word
+    boundary; the exception's class name when it has no message."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return shorten(line, limit)
+    return exc.__class__.__name__

@@ -61,6 +61,9 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Embed the split through the indexing path (decode → encoder) and score it."""
+    prepare = getattr(encoder, "prepare", None)  # one-time work, announced as its own phase
+    if prepare is not None:
+        prepare(lambda phase: progress(phase, 0, 0) if progress else None)
     image_vecs = embed_image_files(
         encoder, pairs.images, batch_size=batch_size, workers=workers,
         progress=(lambda d, t: progress("images", d, t)) if progress else None,

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError, VlmsearchError
+from ..errors import UsageError, VlmsearchError, describe
 from .options import RayOptions
 
 log = logging.getLogger("vlmsearch.distributed")
@@ -69,7 +69,7 @@ def ray_session(options: RayOptions) -> Iterator[ClusterResources]:
                 hint = "check free memory and /tmp space, or join a cluster with --ray-address"
             raise ClusterError(
                 f"could not connect to {_describe(options.address)}: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+                f"{describe(exc, 300)}"
                 f"; {hint}"
             ) from exc
     try:

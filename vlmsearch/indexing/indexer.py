@@ -155,6 +155,9 @@ class _Run:
 
     def execute(self) -> None:
         todo = self.plan.todo
+        prepare = getattr(self.indexer.encoder, "prepare", None)  # one-time work: own phase
+        if todo and prepare is not None:
+            prepare(lambda phase: self.progress(Progress(phase, 0, None)), len(todo))
         self.progress(Progress("indexing", 0, len(todo)))
         try:
             if todo:

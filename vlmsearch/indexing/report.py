@@ -13,9 +13,10 @@ class Progress:
     """A progress report. ``phase`` is ``scanning`` (``total`` unknown), ``metadata`` (reading
     photo metadata of files indexed before vlmsearch read it), ``indexing``, ``reading text``
     (``--ocr``: the text still being read once every image is embedded),
-    ``saving`` (writing the search index; ``done``/``total`` count vectors when it is rebuilt)
-    or ``exporting`` (preparing the fast text path, once per model); ``done``/``total`` count
-    files."""
+    ``saving`` (writing the search index; ``done``/``total`` count vectors when it is rebuilt);
+    ``done``/``total`` count files. One-time work that takes seconds has a phase of its own,
+    with ``total`` None: ``exporting-images`` (a bundle's image tower for ONNX Runtime, before
+    the first batch) and ``exporting`` (the text side for fast queries, after indexing)."""
 
     phase: str
     done: int
