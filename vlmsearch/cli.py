@@ -86,9 +86,10 @@ IndexDir = Annotated[
 JsonOut = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 IndexModel = Annotated[
     Optional[str],
-    typer.Option("--model", "-m", help="The index's model (see `vlmsearch models`): the "
-                 "index's own model changes nothing; another one is an error, since switching "
-                 "needs `vlmsearch index --reindex --model SPEC PATH`.", show_default=False),
+    typer.Option("--model", "-m", metavar="SPEC",
+                 help="The index's model (see `vlmsearch models`): the "
+                 "index's own model changes nothing; another one is an error (switching models "
+                 "is `index --reindex`).", show_default=False),
 ]
 Device = Annotated[
     str, typer.Option("--device", metavar="DEVICE", help="Where the model runs: auto (cuda, "
@@ -363,36 +364,46 @@ def query(
     paths_only: Annotated[bool, typer.Option(
         "--paths-only", help="Print only the paths, one per line (for piping).")] = False,
     after: Annotated[Optional[str], typer.Option(
-        "--after", help="Taken on or after this day, month or year (2023-07-14, 2023-07, "
+        "--after", metavar="DATE",
+        help="Taken on or after this day, month or year (2023-07-14, 2023-07, "
         "2023).", rich_help_panel="Filters")] = None,
     before: Annotated[Optional[str], typer.Option(
-        "--before", help="Taken on or before this day, month or year (both ends are "
+        "--before", metavar="DATE",
+        help="Taken on or before this day, month or year (both ends are "
         "inclusive).", rich_help_panel="Filters")] = None,
     folders: Annotated[Optional[list[Path]], typer.Option(
-        "--in", help="Only files under this folder (repeatable).", file_okay=False,
+        "--in", metavar="FOLDER",
+        help="Only files under this folder (repeatable).", file_okay=False,
         rich_help_panel="Filters")] = None,
     camera: Annotated[Optional[str], typer.Option(
-        "--camera", help="Camera make or model contains this, any case (fuji, 'EOS R5').",
+        "--camera", metavar="TEXT",
+        help="Camera make or model contains this, any case (fuji, 'EOS R5').",
         rich_help_panel="Filters")] = None,
     place: Annotated[Optional[str], typer.Option(
-        "--place", help="Taken in this city, region or country, any case, accents ignored "
+        "--place", metavar="NAME",
+        help="Taken in this city, region or country, any case, accents ignored "
         "(Paris, Lisboa, 'Paris, France').", rich_help_panel="Filters")] = None,
     near: Annotated[Optional[str], typer.Option(
-        "--near", help="Taken within KM (default 10) of a position: LAT,LON[,KM].",
+        "--near", metavar="LAT,LON[,KM]",
+        help="Taken within KM (default 10) of a position: LAT,LON[,KM].",
         rich_help_panel="Filters")] = None,
     types: Annotated[Optional[list[str]], typer.Option(
-        "--type", help="Only files with this extension (repeatable; jpg also means jpeg).",
+        "--type", metavar="EXT",
+        help="Only files with this extension (repeatable; jpg also means jpeg).",
         rich_help_panel="Filters")] = None,
     sort: Annotated[Optional[str], typer.Option(
-        "--sort", help="score (default with TEXT or --image), date (oldest first; default "
+        "--sort", metavar="ORDER",
+        help="score (default with TEXT or --image), date (oldest first; default "
         "for a filter alone) or -date.", rich_help_panel="Filters")] = None,
     min_score: Annotated[Optional[float], typer.Option(
-        "--min-score", help="Drop results scoring below this cosine similarity.",
+        "--min-score", metavar="SCORE",
+        help="Drop results scoring below this cosine similarity.",
         rich_help_panel="Filters")] = None,
     match: Annotated[str, typer.Option(
-        "--match", help="both: also find pictures whose text (read with `index --ocr`) or "
-        "file name contains every word of TEXT, ranked with the rest; semantic: the "
-        "embedding only; text: the words only.")] = "both",
+        "--match", metavar="MODE",
+        help="both: also find pictures whose file name, or text read by `--ocr` indexing, "
+        "contains every word of TEXT, ranked with the rest; semantic: the embedding only; "
+        "text: the words only.")] = "both",
 ) -> None:
     """Search the index by TEXT, by --image, or both.
 
