@@ -159,7 +159,7 @@ def test_mpo_uses_its_first_picture(tmp_path: Path) -> None:
     with Image.open(path) as mpo:
         assert mpo.format == "MPO" and mpo.n_frames == 2
     img, _ = open_image(path.read_bytes(), max_pixels=10**8)
-    r, g, b = img.getpixel((2, 2))
+    r, g, _ = img.getpixel((2, 2))
     assert r > 180 and g < 80  # red, not the second (green) picture
 
 
@@ -175,7 +175,7 @@ def test_raw_uses_the_preview_when_it_is_big_enough(tmp_path: Path) -> None:
     assert size == (64, 48)  # the full picture's size, not the preview's
     big, _ = open_image(data, max_pixels=10**8, min_side=256, name=str(path))
     assert big.size == (32, 24)  # half-size demosaic of the 64×48 mosaic
-    r, g, b = big.getpixel((5, 5))
+    r, _, b = big.getpixel((5, 5))
     assert r > 180 and b < 120  # the red sensor data
 
 
