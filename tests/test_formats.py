@@ -399,3 +399,18 @@ def test_the_test_dng_reads_as_a_dng_elsewhere(tmp_path: Path) -> None:
         raw = page.pages[0]
         assert raw.photometric == 32803 and raw.shape == (48, 64) and raw.dtype.name == "uint16"
         assert raw.asarray()[0, 0] == 4095 and raw.asarray()[1, 1] == 0  # R and B sites of red
+
+
+def test_photo_metadata_of_every_format_never_fails(tmp_path: Path) -> None:
+    """Header-only reads: a date and camera where the format carries them (the DNG's own TIFF
+    headers), empty fields otherwise, never an exception."""
+    from vlmsearch.photo_meta import read_file_meta
+
+    for ext, write, _ in FORMATS:
+        path = tmp_path / f"meta{ext}"
+        write(path, "red", None)
+        meta = read_file_meta(str(path))
+        if ext == ".dng":
+            assert meta.camera == "Testcam R1" and meta.taken == "2024-07-14T18:30:00"
+    (tmp_path / "junk.cr3").write_bytes(b"\0\0\0\x18ftypcrx " + bytes(100))
+    assert read_file_meta(str(tmp_path / "junk.cr3")).camera is None
