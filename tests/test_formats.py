@@ -414,3 +414,14 @@ def test_photo_metadata_of_every_format_never_fails(tmp_path: Path) -> None:
             assert meta.camera == "Testcam R1" and meta.taken == "2024-07-14T18:30:00"
     (tmp_path / "junk.cr3").write_bytes(b"\0\0\0\x18ftypcrx " + bytes(100))
     assert read_file_meta(str(tmp_path / "junk.cr3")).camera is None
+
+
+def test_jpeg2000_is_decoded_at_a_reduced_level_when_big(tmp_path: Path) -> None:
+    img = _halves("red", (2000, 1500))
+    # 1/8 when the file has the levels; only 2 reductions in it: 1/4; none: full size
+    for levels, expected in ((6, (250, 188)), (3, (500, 375)), (1, (2000, 1500))):
+        buf = io.BytesIO()
+        img.save(buf, "JPEG2000", num_resolutions=levels)
+        decoded, upright = open_image(buf.getvalue(), max_pixels=10**8, min_side=180)
+        assert upright == (2000, 1500) and decoded.size == expected, (levels, decoded.size)
+        assert decoded.getpixel((5, 5))[0] > 180
