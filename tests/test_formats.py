@@ -425,3 +425,28 @@ def test_jpeg2000_is_decoded_at_a_reduced_level_when_big(tmp_path: Path) -> None
         decoded, upright = open_image(buf.getvalue(), max_pixels=10**8, min_side=180)
         assert upright == (2000, 1500) and decoded.size == expected, (levels, decoded.size)
         assert decoded.getpixel((5, 5))[0] > 180
+
+
+def test_the_web_page_shows_raw_files_through_libraw(tmp_path: Path) -> None:
+    """A DNG opened by Pillow alone is its TIFF container's first image (here an 8×8
+    placeholder, as in many cameras' files a tiny thumbnail); the page gets the picture LibRaw
+    gives (here demosaiced, turned upright), as JPEG."""
+    from fastapi.testclient import TestClient
+
+    from vlmsearch.web import create_app
+
+    root = tmp_path / "card"
+    root.mkdir()
+    make_dng(root / "portrait.dng", colour=COLOURS["red"], orientation=6, preview=None)
+    with Engine.open(tmp_path / "index", model="fake") as eng:
+        eng.index([root])
+        ident = eng.search(text="red", k=1)[0].id
+        client = TestClient(create_app(eng))
+        full = client.get(f"/api/image/{ident}")
+        assert full.status_code == 200 and full.headers["content-type"] == "image/jpeg"
+        shown = Image.open(io.BytesIO(full.content))
+        assert shown.size == (24, 32)  # the 64×48 mosaic at half size, turned by the flip
+        thumb = client.get(f"/api/thumb/{ident}")
+        assert thumb.status_code == 200
+        small = Image.open(io.BytesIO(thumb.content))
+        assert small.size[1] > small.size[0]
