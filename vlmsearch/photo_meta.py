@@ -5,8 +5,8 @@ JPEG XL, PNG's ``eXIf``, WebP, TIFF, and camera RAW files that are TIFF containe
 NEF, ARW, ORF, RW2, PEF, SRW), XMP, and PNG text chunks. Formats Pillow cannot parse headers
 of (CR3, RAF) give their embedded preview's EXIF when they are decoded
 (:func:`vlmsearch.decode.decode_bytes`), else nothing; JPEG 2000 and PNM carry none. Nothing
-here decodes pixels and nothing here raises: a missing, truncated or hostile block (wrong types, absurd dates, huge values) gives
-``None`` fields, never an error.
+here decodes pixels and nothing here raises: a missing, truncated or hostile block (wrong
+types, absurd dates, huge values) gives ``None`` fields, never an error.
 
 Dates: ``taken`` is the date the file itself records, as ISO 8601 with its UTC offset when the
 file gives one (EXIF ``OffsetTimeOriginal``): first EXIF ``DateTimeOriginal``, then
