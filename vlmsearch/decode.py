@@ -104,28 +104,38 @@ class DecodedImage:
 
 
 _openers_registered = False
+_jxl_registered = False
 _openers_lock = threading.Lock()
 
 
-def _register_optional_openers() -> None:
-    """HEIC/HEIF support comes from pillow-heif, JPEG XL from pillow-jxl-plugin: registered on
-    the first decode, not at import (importing them costs tens of milliseconds). Under a lock,
-    so a second decoder thread never opens a file before the plugins are there."""
-    global _openers_registered
-    if _openers_registered:
+def _register_optional_openers(data: bytes = b"", *, everything: bool = False) -> None:
+    """HEIC/HEIF support comes from pillow-heif, registered on the first decode; JPEG XL from
+    pillow-jxl-plugin, registered on the first JPEG XL content (or when ``everything`` is
+    asked for), so runs without one never import it. Not at import time: importing them costs
+    tens of milliseconds each. Under a lock, so a second decoder thread never opens a file
+    before its plugin is there."""
+    global _openers_registered, _jxl_registered
+    jxl = everything or _is_jxl(data)
+    if _openers_registered and (_jxl_registered or not jxl):
         return
     with _openers_lock:
-        if _openers_registered:
-            return
-        try:
-            from pillow_heif import register_heif_opener
-        except ImportError:  # pragma: no cover - optional dependency
-            pass
-        else:
-            register_heif_opener()
-        with contextlib.suppress(ImportError):  # a core dependency
-            import pillow_jxl  # noqa: F401 - registers the JXL plugin with Pillow
-        _openers_registered = True
+        if not _openers_registered:
+            try:
+                from pillow_heif import register_heif_opener
+            except ImportError:  # pragma: no cover - optional dependency
+                pass
+            else:
+                register_heif_opener()
+            _openers_registered = True
+        if jxl and not _jxl_registered:
+            with contextlib.suppress(ImportError):  # a core dependency
+                import pillow_jxl  # noqa: F401 - registers the JXL plugin with Pillow
+            _jxl_registered = True
+
+
+def _is_jxl(data: bytes) -> bool:
+    """A JPEG XL codestream or container."""
+    return data[:2] == b"\xff\x0a" or data[:12] == _JXL_BOX
 
 
 def content_digest(data: bytes) -> str:
@@ -158,7 +168,7 @@ def _open(
     describes the photo when the RAW's own headers cannot be read)."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
-    _register_optional_openers()
+    _register_optional_openers(data)
     notes = native_output.Notes()
     try:
         with native_output.decoding(notes):
@@ -185,7 +195,7 @@ _JXL_BOX = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
 
 def _prints(data: bytes) -> bool:
     """Whether the decoder of this content writes to the terminal itself (libtiff, libjxl)."""
-    return data[:4] in _TIFF_MAGIC or data[:2] == b"\xff\x0a" or data[:12] == _JXL_BOX
+    return data[:4] in _TIFF_MAGIC or _is_jxl(data)
 
 
 def _open_raw(data: bytes, *, max_pixels: int, min_side: int | None
@@ -350,8 +360,8 @@ def read_bytes_meta(data: bytes) -> PhotoMeta:
 
 
 def register_optional_openers() -> None:
-    """Make every optional format Pillow can be taught (HEIC/HEIF, ...) openable."""
-    _register_optional_openers()
+    """Make every optional format Pillow can be taught (HEIC/HEIF, JPEG XL) openable."""
+    _register_optional_openers(everything=True)
 
 
 def decode_file(path: str, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:
