@@ -28,6 +28,12 @@ def index(tmp_path: Path, colour_tree: Path) -> Path:
     return folder
 
 
+def _faiss_file(index: Path) -> Path:
+    """The image FAISS file the manifest names."""
+    manifest = json.loads((index / "manifest.json").read_text())
+    return index / manifest["vectors"]["image"]["file"]
+
+
 def _query(index: Path, text: str = "red") -> tuple[int, str, str]:
     done = runner.invoke(app, ["query", text, "--index-dir", str(index), "--paths-only"])
     return done.exit_code, done.stdout, done.stderr
@@ -66,7 +72,7 @@ def test_an_unreadable_manifest_without_a_database_says_what_to_do(tmp_path: Pat
 
 
 def test_a_faiss_file_of_the_wrong_size_is_rebuilt(index: Path) -> None:
-    faiss_file = index / "images.faiss"
+    faiss_file = _faiss_file(index)
     data = faiss_file.read_bytes()
     faiss_file.write_bytes(data[: len(data) // 2])  # a copy cut short
     code, out, err = _query(index)
@@ -75,7 +81,8 @@ def test_a_faiss_file_of_the_wrong_size_is_rebuilt(index: Path) -> None:
     again = runner.invoke(app, ["index", str(index.parent / "photos"), "--index-dir", str(index),
                                 "--json"])
     assert again.exit_code == 0, again.stderr
-    assert len(faiss_file.read_bytes()) == len(data)  # the writer wrote a whole one again
+    rewritten = _faiss_file(index)  # the writer wrote a whole one again
+    assert len(rewritten.read_bytes()) == len(data) and not faiss_file.exists()
 
 
 def test_sqlite_refusing_write_ahead_logging_is_an_error(tmp_path: Path) -> None:

@@ -238,7 +238,8 @@ def test_vectors_match_store_after_many_updates(tmp_path: Path, colour_tree: Pat
 def test_stale_or_missing_faiss_file_is_repaired(tmp_path: Path, colour_tree: Path) -> None:
     with _open(tmp_path) as eng:
         eng.index([colour_tree])
-        faiss_file = eng._handle.layout.vector_path("image")
+        faiss_file = eng._handle.layout.vector_path(
+            "image", eng._handle.manifest.vectors["image"].file)
     faiss_file.unlink()
     with _open(tmp_path) as eng:
         assert eng.search(text="red", k=1)[0].path.endswith("red.jpg")

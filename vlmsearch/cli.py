@@ -224,6 +224,13 @@ def index(
     include_hidden: Annotated[bool, typer.Option(
         "--include-hidden", help="Also index files and folders whose names start with '.'.")
     ] = False,
+    ext: Annotated[Optional[list[str]], typer.Option(
+        "--ext", metavar=".EXT", help="Also index files ending in .EXT (repeatable), e.g. "
+        "--ext .jfi for images Pillow can read under a name it does not list.")] = None,
+    only_ext: Annotated[Optional[list[str]], typer.Option(
+        "--only-ext", metavar=".EXT", help="Index only files ending in .EXT (repeatable) "
+        "instead of every supported format (the README lists them); indexed files of other "
+        "types are left as they are.")] = None,
     follow_symlinks: Annotated[bool, typer.Option(
         "--follow-symlinks/--no-follow-symlinks",
         help="Follow symbolic links to files and folders, even outside the root (loops are "
@@ -297,7 +304,8 @@ def index(
             with _progress_bar(True, "Indexing") as progress, _stdout_kept_clean(json_out):
                 report = eng.index(paths, exclude=exclude or (), include_hidden=include_hidden,
                                    progress=progress, engine=engine,  # type: ignore[arg-type]
-                                   ray=ray_options, ocr=ocr)
+                                   ray=ray_options, ocr=ocr, add_extensions=ext or (),
+                                   only_extensions=only_ext)
             if json_out:
                 data = report.to_dict()
                 data["index"] = str(eng.path)
@@ -536,6 +544,9 @@ def info(
     unavailable: Annotated[bool, typer.Option(
         "--unavailable", help="List the indexed files kept while the place holding them could "
         "not be reached (an unplugged drive).")] = False,
+    formats: Annotated[bool, typer.Option(
+        "--formats", help="Count the indexed images by format (jpeg, png, heif, dng, ...).")
+    ] = False,
     json_out: JsonOut = False,
 ) -> None:
     """Show what an index holds: counts, model, size and location.
@@ -551,6 +562,17 @@ def info(
             data = eng.info().to_dict()
             bad = eng.failed() if failed else []
             kept = eng.unavailable() if unavailable else []
+        if formats and not (failed or unavailable):
+            counts = data["formats"]
+            if json_out:
+                _print_json(counts)
+            elif not counts:
+                typer.echo("no indexed images")
+            else:
+                width = max(len(name) for name in counts)
+                for name, n in counts.items():
+                    typer.echo(f"{name.ljust(width)}  {n:,}")
+            return
         if unavailable and not failed:
             if json_out:
                 _print_json([{"path": _shown(r.path)} for r in kept])
@@ -577,6 +599,8 @@ def info(
         for key, value in data.items():
             if key == "bytes":
                 value = f"{value:,} ({value / 1e6:.1f} MB)"
+            elif key == "formats":
+                value = ", ".join(f"{name} {n:,}" for name, n in value.items()) or "-"
             typer.echo(f"{key.ljust(width)}  {value}")
 
     _run(body)

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UsageError
+from .formats import IMAGE_EXTENSIONS as _FORMAT_EXTENSIONS
 
 DEFAULT_MODEL = "openclip:ViT-B-32/laion2b_s34b_b79k"
 DEFAULT_INDEX_NAME = "default"
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff",
-     ".heic", ".heif"}
-)
+IMAGE_EXTENSIONS: frozenset[str] = _FORMAT_EXTENSIONS
+"""The extensions indexed by default (the table is in :mod:`vlmsearch.formats`)."""
 
 
 @dataclass(frozen=True)

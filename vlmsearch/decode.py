@@ -7,28 +7,44 @@ One safe decoder serves the indexer, query images and (later) uploads:
 * images that declare more than ``max_pixels`` pixels are refused before any pixel is decoded
   (decompression bombs);
 * JPEGs are decoded in draft mode straight to just above the size the model needs (the DCT
-  scaling in libjpeg costs a fraction of a full decode);
+  scaling in libjpeg costs a fraction of a full decode), JPEG 2000 files at a reduced
+  resolution level likewise;
 * EXIF orientation is applied; palette, alpha, 16-bit, CMYK and other modes become 8-bit RGB
-  (transparency is composited over white); animated images use their first frame.
+  (transparency is composited over white); animated images and MPO files (stereo and
+  multi-picture JPEGs) use their first image;
+* camera RAW files go to LibRaw (:mod:`vlmsearch.raw_decode`: the embedded preview when it is
+  big enough, else a half-size demosaic); JPEG XL and HEIC/HEIF come from Pillow plugins
+  registered on first use; the formats and their extensions are listed in
+  :mod:`vlmsearch.formats`;
+* what decoder libraries print (libtiff, LibRaw, libjxl) is captured, never shown, and kept in
+  the reason of a file that fails (:mod:`vlmsearch.native_output`).
 
 Everything that can go wrong with one file is turned into :class:`DecodeError` with a short
-reason for the metadata store. This module uses Pillow and NumPy only, so it runs in worker
-threads or processes without importing torch.
+reason for the metadata store. This module uses Pillow, NumPy and (for RAW, imported on first
+use) rawpy, so it runs in worker threads or processes without importing torch.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import logging
 import re
+import threading
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import native_output
 from .errors import describe
+from .formats import is_raw
 from .photo_meta import NO_META, PhotoMeta, read_photo_meta
+from .raw_decode import RawError, read_raw
+
+log = logging.getLogger("vlmsearch.decode")
 
 # We enforce our own, configurable pixel limit (``max_pixels``) before decoding; Pillow's
 # warning for large images would only add noise. Its hard error is still caught below.
@@ -88,19 +104,38 @@ class DecodedImage:
 
 
 _openers_registered = False
+_jxl_registered = False
+_openers_lock = threading.Lock()
 
 
-def _register_optional_openers() -> None:
-    """HEIC/HEIF support comes from pillow-heif when it is installed."""
-    global _openers_registered
-    if _openers_registered:
+def _register_optional_openers(data: bytes = b"", *, everything: bool = False) -> None:
+    """HEIC/HEIF support comes from pillow-heif, registered on the first decode; JPEG XL from
+    pillow-jxl-plugin, registered on the first JPEG XL content (or when ``everything`` is
+    asked for), so runs without one never import it. Not at import time: importing them costs
+    tens of milliseconds each. Under a lock, so a second decoder thread never opens a file
+    before its plugin is there."""
+    global _openers_registered, _jxl_registered
+    jxl = everything or _is_jxl(data)
+    if _openers_registered and (_jxl_registered or not jxl):
         return
-    _openers_registered = True
-    try:
-        from pillow_heif import register_heif_opener
-    except ImportError:  # pragma: no cover - optional dependency
-        return
-    register_heif_opener()
+    with _openers_lock:
+        if not _openers_registered:
+            try:
+                from pillow_heif import register_heif_opener
+            except ImportError:  # pragma: no cover - optional dependency
+                pass
+            else:
+                register_heif_opener()
+            _openers_registered = True
+        if jxl and not _jxl_registered:
+            with contextlib.suppress(ImportError):  # a core dependency
+                import pillow_jxl  # noqa: F401 - registers the JXL plugin with Pillow
+            _jxl_registered = True
+
+
+def _is_jxl(data: bytes) -> bool:
+    """A JPEG XL codestream or container."""
+    return data[:2] == b"\xff\x0a" or data[:12] == _JXL_BOX
 
 
 def content_digest(data: bytes) -> str:
@@ -109,18 +144,84 @@ def content_digest(data: bytes) -> str:
 
 
 def open_image(
-    data: bytes, *, max_pixels: int, min_side: int | None = None
+    data: bytes, *, max_pixels: int, min_side: int | None = None, name: str | None = None,
 ) -> tuple[Image.Image, tuple[int, int]]:
     """Decode ``data`` to an upright 8-bit RGB image; also return the full-resolution upright
     size (draft decoding may make the image itself smaller).
 
     ``min_side``: when set, JPEGs are decoded in draft mode at the smallest DCT scale whose
-    shorter side is still at least ``min_side`` pixels (after orientation).
+    shorter side is still at least ``min_side`` pixels (after orientation); camera RAW files
+    use their embedded preview when it is at least that big.
+    ``name``: the file's name, when there is one: a camera RAW extension sends the bytes to
+    LibRaw (:mod:`vlmsearch.raw_decode`); otherwise the format is found from the content.
+    What decoder libraries print goes to the reason of a failure, never to the terminal
+    (:mod:`vlmsearch.native_output`).
     Raises :class:`DecodeError`.
     """
+    return _open(data, max_pixels=max_pixels, min_side=min_side, name=name)[:2]
+
+
+def _open(
+    data: bytes, *, max_pixels: int, min_side: int | None, name: str | None,
+) -> tuple[Image.Image, tuple[int, int], bytes | None]:
+    """:func:`open_image`, and the JPEG preview a RAW file's picture came from (its EXIF
+    describes the photo when the RAW's own headers cannot be read)."""
     if not data:
         raise DecodeError("empty file (0 bytes)")
-    _register_optional_openers()
+    _register_optional_openers(data)
+    notes = native_output.Notes()
+    try:
+        with native_output.decoding(notes):
+            if name is not None and is_raw(name):
+                return _open_raw(data, max_pixels=max_pixels, min_side=min_side)
+            if _prints(data):
+                with native_output.native_call():  # libtiff and libjxl print
+                    return (*_open_pillow(data, max_pixels=max_pixels, min_side=min_side),
+                            None)
+            return (*_open_pillow(data, max_pixels=max_pixels, min_side=min_side), None)
+    except DecodeError as exc:
+        said = notes.summary()
+        if not said:
+            raise
+        raise DecodeError(f"{exc.reason} ({said})", vanished=exc.vanished) from None
+    finally:
+        if notes:
+            log.debug("decoding %s: %s", name or "an image", notes.summary(lines=10))
+
+
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")  # classic and BigTIFF
+_JXL_BOX = b"\x00\x00\x00\x0cJXL \r\n\x87\n"
+
+
+def _prints(data: bytes) -> bool:
+    """Whether the decoder of this content writes to the terminal itself (libtiff, libjxl)."""
+    return data[:4] in _TIFF_MAGIC or _is_jxl(data)
+
+
+def _open_raw(data: bytes, *, max_pixels: int, min_side: int | None
+              ) -> tuple[Image.Image, tuple[int, int], bytes | None]:
+    try:
+        raw = read_raw(data, max_pixels=max_pixels, min_side=min_side)
+    except RawError as exc:
+        if not exc.unsupported:
+            raise DecodeError(exc.reason) from None
+        try:  # an ordinary image with a RAW extension?
+            return (*_open_pillow(data, max_pixels=max_pixels, min_side=min_side), None)
+        except DecodeError:
+            raise DecodeError(f"{exc.reason} (nor an image Pillow knows)") from None
+    if raw.preview is not None:
+        img, _ = _open_pillow(raw.preview, max_pixels=max_pixels, min_side=min_side,
+                              orientation=raw.orientation)
+        return img, raw.size, raw.preview
+    assert raw.image is not None
+    return _to_rgb(raw.image), raw.size, None
+
+
+def _open_pillow(
+    data: bytes, *, max_pixels: int, min_side: int | None, orientation: int | None = None,
+) -> tuple[Image.Image, tuple[int, int]]:
+    """Pillow's part of :func:`open_image`. ``orientation``: the one to apply when the image's
+    EXIF has none (a RAW file's preview)."""
     img: Image.Image
     try:
         img = Image.open(io.BytesIO(data))
@@ -140,15 +241,20 @@ def open_image(
                 f"{max_pixels:,} (possible decompression bomb; raise it with --max-pixels)"
             )
         if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
-        if min_side and img.format == "JPEG":
+            img.seek(0)  # animations, and MPO (stereo or multi-picture JPEG): the first image
+        if min_side and img.format in ("JPEG", "MPO"):
             shorter = min(width, height)
             scale = shorter / min_side
             if scale >= 2:
                 img.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
+        if min_side and img.format == "JPEG2000" and min(width, height) >= 2 * min_side:
+            img = _load_reduced_jpeg2000(img, data, min(width, height) // min_side)
         img.load()
-        orientation = img.getexif().get(0x0112, 1)
-        upright = (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+        exif = img.getexif()
+        if orientation not in (None, 1) and 0x0112 not in exif:
+            exif[0x0112] = orientation  # exif_transpose reads it from here
+        orient = exif.get(0x0112, 1)
+        upright = (height, width) if orient in (5, 6, 7, 8) else (width, height)
         img = ImageOps.exif_transpose(img) or img
         return _to_rgb(img), upright
     except DecodeError:
@@ -159,6 +265,20 @@ def open_image(
         raise DecodeError("not enough memory to decode this image") from None
     except Exception as exc:
         raise DecodeError(f"corrupt or truncated image: {_short(exc)}") from None
+
+
+def _load_reduced_jpeg2000(img: Image.Image, data: bytes, scale: int) -> Image.Image:
+    """JPEG 2000's counterpart of JPEG draft mode: decode at 1/2^n of the size (OpenJPEG's
+    ``reduce``; 30× faster for a 4000×3000 photo needing 224 px). A codestream with fewer
+    resolution levels refuses a big ``n``: the next smaller one is tried, then a full decode."""
+    for level in range(min(scale.bit_length() - 1, 5), 0, -1):
+        img.reduce = level  # type: ignore[assignment, method-assign]
+        try:
+            img.load()
+            return img
+        except Exception:
+            img = Image.open(io.BytesIO(data))
+    return img
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
@@ -212,18 +332,26 @@ def prepare(img: Image.Image, spec: ImageSpec) -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def decode_bytes(data: bytes, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:
-    """Decode in-memory bytes into model-ready pixels. Raises :class:`DecodeError`."""
-    img, (width, height) = open_image(data, max_pixels=max_pixels, min_side=spec.resize)
+def decode_bytes(
+    data: bytes, spec: ImageSpec, *, max_pixels: int, name: str | None = None
+) -> DecodedImage:
+    """Decode in-memory bytes into model-ready pixels (``name``: see :func:`open_image`).
+    Raises :class:`DecodeError`."""
+    img, (width, height), preview = _open(data, max_pixels=max_pixels, min_side=spec.resize,
+                                          name=name)
     try:
         pixels = prepare(img, spec)
     except Exception as exc:
         raise DecodeError(f"could not resize image: {_short(exc)}") from None
-    return DecodedImage(pixels, width, height, content_digest(data), read_bytes_meta(data))
+    meta = read_bytes_meta(data)
+    if preview is not None and meta == NO_META:  # a RAW whose headers Pillow cannot parse
+        meta = read_bytes_meta(preview)
+    return DecodedImage(pixels, width, height, content_digest(data), meta)
 
 
 def read_bytes_meta(data: bytes) -> PhotoMeta:
-    """The metadata in a file's headers (parsed again, not decoded: microseconds)."""
+    """The metadata in a file's headers (parsed again, not decoded: microseconds). For camera
+    RAW files that are TIFF containers (most of them) these are the RAW's own headers."""
     try:
         with Image.open(io.BytesIO(data)) as img:
             return read_photo_meta(img)
@@ -232,8 +360,8 @@ def read_bytes_meta(data: bytes) -> PhotoMeta:
 
 
 def register_optional_openers() -> None:
-    """Make every optional format Pillow can be taught (HEIC/HEIF, ...) openable."""
-    _register_optional_openers()
+    """Make every optional format Pillow can be taught (HEIC/HEIF, JPEG XL) openable."""
+    _register_optional_openers(everything=True)
 
 
 def decode_file(path: str, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:
@@ -249,7 +377,7 @@ def decode_file(path: str, spec: ImageSpec, *, max_pixels: int) -> DecodedImage:
         raise DecodeError("is a folder, not a file") from None
     except OSError as exc:
         raise DecodeError(f"could not read file: {exc.strerror or _short(exc)}") from None
-    return decode_bytes(data, spec, max_pixels=max_pixels)
+    return decode_bytes(data, spec, max_pixels=max_pixels, name=path)
 
 
 def _bomb(exc: Exception, max_pixels: int) -> DecodeError:

@@ -21,18 +21,20 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from . import native_output
 from .config import DEFAULT_MODEL, Settings, index_dir_for
 from .encoders.base import Encoder
 from .encoders.loaded import LoadedModel
 from .encoders.registry import load_encoder
 from .errors import ModelMismatchError, ModelUnavailableError, UsageError
+from .formats import extension_set
 from .indexing import Indexer, IndexReport, Progress, ProgressCallback, no_progress
 from .indexing.executor import Executor, LocalExecutor
 from .ocr import OcrUnavailable, TextReader
@@ -61,7 +63,9 @@ class IndexInfo:
     recall of the approximate search index (None for exact search); ``with_date``,
     ``with_position``, ``with_camera``: images whose own metadata gives a date taken, a GPS
     position, a camera; ``ocr``: whether index runs read the text in pictures; ``with_text``:
-    images in which text was read; ``ocr_failed``: contents whose text could not be read."""
+    images in which text was read; ``ocr_failed``: contents whose text could not be read;
+    ``formats``: indexed images by format (:func:`vlmsearch.formats.format_name`: the
+    format's name, or the extension of one added with ``--ext``), most first."""
 
     path: str
     images: int
@@ -83,6 +87,7 @@ class IndexInfo:
     bytes: int
     created: str
     updated: str
+    formats: dict[str, int]
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -218,6 +223,8 @@ class Engine:
         engine: Literal["local", "ray"] | None = None,
         ray: RayOptions | None = None,
         ocr: bool | None = None,
+        add_extensions: Iterable[str] = (),
+        only_extensions: Iterable[str] | None = None,
     ) -> IndexReport:
         """Add new and changed images under ``paths``, drop deleted ones (see
         :mod:`vlmsearch.indexing.plan` for the rules). Holds the index's write lock throughout.
@@ -232,10 +239,20 @@ class Engine:
         once, beside the embedding, and what is read becomes searchable (see
         :mod:`vlmsearch.ocr`). Turning it on for an existing index reads its pictures on this
         run, without re-embedding them.
+
+        ``add_extensions`` (``--ext``) adds file name extensions to the indexed ones (the
+        settings' ``extensions``, by default every format in :mod:`vlmsearch.formats`);
+        ``only_extensions`` (``--only-ext``) indexes these instead. Values such as ``.xyz``
+        or ``xyz``, in any case; anything else is a :class:`UsageError`. Indexed files of other
+        types are left as they are by this run.
         """
         roots = [absolute(p) for p in paths]
         if not roots:
             raise UsageError("give at least one file or folder to index")
+        settings = self.settings
+        if only_extensions is not None or add_extensions:
+            settings = replace(settings, extensions=extension_set(
+                settings.extensions, add=add_extensions, only=only_extensions))
         progress = progress or no_progress
         handle = self._handle
         with handle.layout.write_lock():
@@ -244,10 +261,10 @@ class Engine:
                 self._searcher.follow_switch(state)  # another process re-indexed meanwhile
                 handle.vectors.current("image", conn, writable=True, reload=True, state=state)
             encoder = self._model.full
-            executor = self._executor(engine, ray, encoder)
+            executor = self._executor(engine, ray, encoder, settings)
             reader = self._text_reader(ocr)
-            with executor.session():
-                indexer = Indexer(handle.store, encoder, self.settings, executor=executor,
+            with executor.session(), native_output.capturing():
+                indexer = Indexer(handle.store, encoder, settings, executor=executor,
                                   on_commit=lambda seq: handle.vectors.maybe_save(
                                       "image", executor.rebuilder), text_reader=reader)
                 report = indexer.run(roots, exclude=exclude, include_hidden=include_hidden,
@@ -259,8 +276,10 @@ class Engine:
         return report
 
     def _executor(
-        self, engine: str | None, ray: RayOptions | None, encoder: Encoder
+        self, engine: str | None, ray: RayOptions | None, encoder: Encoder,
+        settings: Settings | None = None,
     ) -> Executor:
+        settings = settings or self.settings
         engine = engine or ("ray" if ray is not None else "local")
         if engine not in ENGINES:
             raise UsageError(f"unknown indexing engine {engine!r}: use local or ray")
@@ -268,10 +287,10 @@ class Engine:
             if ray is not None:
                 raise UsageError("Ray options (cluster address, workers, GPUs per worker) need "
                                  "--engine ray (engine='ray')")
-            return LocalExecutor(encoder, self.settings)
+            return LocalExecutor(encoder, settings)
         from .distributed.executor import RayExecutor
 
-        return RayExecutor(self._handle.store, encoder, self.settings, options=ray)
+        return RayExecutor(self._handle.store, encoder, settings, options=ray)
 
     def _text_reader(self, ocr: bool | None) -> TextReader | None:
         """The OCR reader when the index reads text in pictures (``ocr`` changes that first,
@@ -443,6 +462,7 @@ class Engine:
             bytes=handle.layout.size_on_disk(),
             created=manifest.created,
             updated=manifest.updated,
+            formats=handle.store.format_counts(),
         )
 
     def failed(self) -> list[FileRecord]:

@@ -98,7 +98,7 @@ class TextReader:
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
-            img, _ = open_image(data, max_pixels=max_pixels, min_side=DRAFT_SIDE)
+            img, _ = open_image(data, max_pixels=max_pixels, min_side=DRAFT_SIDE, name=path)
         except OSError as exc:
             return OcrResult(error=f"could not read file: {exc.strerror or exc}")
         except DecodeError as exc:

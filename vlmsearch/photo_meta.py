@@ -1,9 +1,12 @@
 """What a photo says about itself: when it was taken, with which camera and lens, and where.
 
-Read from the image's own metadata, headers only: the EXIF block (JPEG, HEIC/HEIF, AVIF, PNG's
-``eXIf``, WebP, TIFF), XMP, and PNG text chunks. Nothing here decodes pixels and nothing here
-raises: a missing, truncated or hostile block (wrong types, absurd dates, huge values) gives
-``None`` fields, never an error.
+Read from the image's own metadata, headers only: the EXIF block (JPEG, MPO, HEIC/HEIF, AVIF,
+JPEG XL, PNG's ``eXIf``, WebP, TIFF, and camera RAW files that are TIFF containers: DNG, CR2,
+NEF, ARW, ORF, RW2, PEF, SRW), XMP, and PNG text chunks. Formats Pillow cannot parse headers
+of (CR3, RAF) give their embedded preview's EXIF when they are decoded
+(:func:`vlmsearch.decode.decode_bytes`), else nothing; JPEG 2000 and PNM carry none. Nothing
+here decodes pixels and nothing here raises: a missing, truncated or hostile block (wrong
+types, absurd dates, huge values) gives ``None`` fields, never an error.
 
 Dates: ``taken`` is the date the file itself records, as ISO 8601 with its UTC offset when the
 file gives one (EXIF ``OffsetTimeOriginal``): first EXIF ``DateTimeOriginal``, then

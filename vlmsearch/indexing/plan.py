@@ -7,7 +7,10 @@ Per file under the roots:
 * stored but not found → *removed*, but only when the folder that held it was listed: a file
   under a place that could not be reached (a missing root, an unreadable folder, a link to an
   unmounted drive) is *kept* and marked unavailable, so one unplugged disk never costs its
-  entries (and their re-encoding when it is back).
+  entries (and their re-encoding when it is back);
+* stored with an extension this run does not index (``--only-ext``, or an ``--ext`` given to
+  an earlier run) → left as it is: a run looks only at the types it indexes
+  (``vlmsearch remove`` drops the others).
 """
 
 from __future__ import annotations
@@ -70,9 +73,14 @@ def make_plan(
     known = store.file_states(list({os.path.abspath(r) for r in roots}))
     seen = {key(f.path) for f in files}
     unreachable = {key(p) for p, _ in plan.unavailable_places}
+    exts = frozenset(settings.extensions)
+    root_keys = {key(r) for r in roots}
     for path_key, state in known.items():
         if path_key in seen:
             continue
+        if (os.path.splitext(state.path)[1].lower() not in exts
+                and path_key not in root_keys):
+            continue  # a type this run does not index: not looked at
         if _under_any(path_key, unreachable):
             plan.kept_ids.append(state.id)
         else:

@@ -1,24 +1,39 @@
 """The index directory: one folder = one index.
 
 ```
-manifest.json     format version, model (spec, id, dim), metric, per-kind FAISS state, and
-                  "database" when the metadata lives in PostgreSQL (its URL, no password)
+manifest.json     format version, model (spec, id, dim), metric, per-kind FAISS state (which
+                  file, which change number), and "database" when the metadata lives in
+                  PostgreSQL (its URL, no password)
 meta.sqlite       metadata and vectors: the source of truth (see store.metadata); absent
                   when "database" names another database
-images.faiss      FAISS index of image vectors, derived from meta.sqlite
-texts.faiss       FAISS index of text vectors, derived from meta.sqlite
-write.lock        held (flock) by the one process allowed to write
+images.SEQ.faiss  FAISS index of image vectors at change number SEQ, derived from meta.sqlite
+texts.SEQ.faiss   FAISS index of text vectors, derived from meta.sqlite
+write.lock        held (an OS lock) by the one process allowed to write; holds its pid
 ```
+
+Each FAISS file is written under a new name (tagged with the change number it reflects) and
+the manifest then points at it; the one it replaces is deleted afterwards, or, where the OS
+refuses to delete a file another process has memory-mapped (Windows: a running ``serve``),
+at a later save once nobody uses it. So a writer never replaces a file in place, which
+Windows does not allow while a reader maps it, and a reader keeps searching its own copy.
+Indexes written before kept ``images.faiss``/``texts.faiss``; the manifest's ``file`` says
+which, and the first save moves to the new names.
+
+The write lock is ``flock`` where ``fcntl`` exists and ``msvcrt.locking`` (on one byte far
+past the pid) on Windows; both are released by the OS when the holder dies. The pid is read
+and written with ``lseek`` + ``read``/``write`` (``os.pread``/``os.pwrite`` do not exist on
+Windows).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
-import sys
+import re
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +50,10 @@ MANIFEST = "manifest.json"
 DATABASE = "meta.sqlite"
 LOCK = "write.lock"
 VECTOR_FILES = {"image": "images.faiss", "text": "texts.faiss"}
+"""The names indexes written before change-numbered FAISS files used (still read)."""
+_VECTOR_FILE = re.compile(r"(images|texts)(\.\d+(-\d+)?)?\.faiss")
+PID_BYTES = 64
+"""The lock file's first bytes hold the holder's pid and start time, space-padded."""
 
 
 def _now() -> str:
@@ -51,6 +70,8 @@ class VectorFileState:
     nprobe: int = 1
     recall_at_10: float | None = None
     """Measured recall@10 against exact search (approximate indexes only)."""
+    file: str = ""
+    """The FAISS file's name in the index folder ('': the kind's old fixed name)."""
 
 
 @dataclass
@@ -74,7 +95,7 @@ class Manifest:
             "created": self.created,
             "updated": self.updated,
             "vectors": {
-                kind: {"file": VECTOR_FILES[kind], "seq": s.seq, "count": s.count,
+                kind: {"file": s.file or VECTOR_FILES[kind], "seq": s.seq, "count": s.count,
                        "index_type": s.index_type, "nprobe": s.nprobe,
                        "recall_at_10": s.recall_at_10}
                 for kind, s in sorted(self.vectors.items())
@@ -89,7 +110,8 @@ class Manifest:
         model = data["model"]
         vectors = {
             kind: VectorFileState(int(v["seq"]), int(v["count"]), str(v["index_type"]),
-                                  int(v.get("nprobe", 1)), v.get("recall_at_10"))
+                                  int(v.get("nprobe", 1)), v.get("recall_at_10"),
+                                  _file_name(kind, v.get("file")))
             for kind, v in data.get("vectors", {}).items() if kind in VECTOR_FILES
         }
         return cls(
@@ -114,8 +136,46 @@ class IndexLayout:
     def database_path(self) -> Path:
         return self.root / DATABASE
 
-    def vector_path(self, kind: str) -> Path:
-        return self.root / VECTOR_FILES[kind]
+    def vector_path(self, kind: str, name: str = "") -> Path:
+        """The FAISS file ``name`` of ``kind`` (a :attr:`VectorFileState.file`; '' is the
+        kind's old fixed name)."""
+        return self.root / (name or VECTOR_FILES[kind])
+
+    def new_vector_path(self, kind: str, seq: int) -> Path:
+        """A name no file has yet for the FAISS file of ``kind`` at change number ``seq``."""
+        stem = VECTOR_FILES[kind].removesuffix(".faiss")
+        path = self.root / f"{stem}.{seq}.faiss"
+        n = 1
+        while path.exists():
+            path = self.root / f"{stem}.{seq}-{n}.faiss"
+            n += 1
+        return path
+
+    def vector_files(self, kind: str) -> list[Path]:
+        """Every FAISS file of ``kind`` in the folder (current, old, legacy)."""
+        stem = VECTOR_FILES[kind].removesuffix(".faiss")
+        try:
+            entries = list(self.root.iterdir())
+        except OSError:
+            return []
+        return sorted(p for p in entries if (m := _VECTOR_FILE.fullmatch(p.name))
+                      and m.group(1) == stem)
+
+    def remove_old_vector_files(self, kind: str, keep: str | None) -> list[Path]:
+        """Delete the FAISS files of ``kind`` other than ``keep``; return those that could not
+        be deleted (on Windows, files another process has memory-mapped: they are tried again
+        at the next save)."""
+        left = []
+        for path in self.vector_files(kind):
+            if path.name == keep:
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError:
+                left.append(path)
+        return left
 
     def exists(self) -> bool:
         return self.manifest_path.is_file()
@@ -165,66 +225,112 @@ class IndexLayout:
     def write_lock(self) -> Iterator[None]:
         """Hold the index's write lock, or raise :class:`IndexLockedError` at once.
 
-        The lock is an OS file lock, so the kernel releases it when its holder dies: a lock left
-        by a killed process is simply taken over.
+        The lock is an OS file lock (``flock``, or ``msvcrt.locking`` on Windows), so the OS
+        releases it when its holder dies: a lock left by a killed process is simply taken over.
         """
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0),
+                         0o644)
         except OSError as exc:
             raise StorageError(
                 f"cannot write to {self.root} ({exc.strerror or exc}); check its permissions "
                 "or pick another folder with --index-dir"
             ) from exc
         try:
-            if not _try_lock(fd):
+            locks = _locks()
+            if not locks.try_lock(fd):
                 holder = _read_pid(fd)
                 who = f" (pid {holder})" if holder else ""
                 raise IndexLockedError(
                     f"the index at {self.root} is being updated by another process{who}; wait "
                     "for it to finish, or stop it, and try again"
                 )
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n{time.time():.0f}\n".encode(), 0)
+            _write_pid(fd, f"{os.getpid()}\n{time.time():.0f}\n")
             try:
                 yield
             finally:
-                os.ftruncate(fd, 0)
-                _unlock(fd)
+                _write_pid(fd, "")
+                locks.unlock(fd)
         finally:
             os.close(fd)
 
 
+def _file_name(kind: str, value: object) -> str:
+    """The FAISS file a manifest names, if it is one of ours (a plain name, never a path)."""
+    matched = _VECTOR_FILE.fullmatch(value) if isinstance(value, str) else None
+    if matched and matched.group(1) == VECTOR_FILES[kind].removesuffix(".faiss"):
+        return matched.group(0)
+    return ""
+
+
+def _write_pid(fd: int, text: str) -> None:
+    """Overwrite the lock file's first bytes (padded, so no truncation is needed: Windows
+    may refuse to truncate a file with a locked range)."""
+    with suppress(OSError):
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, text.encode("ascii").ljust(PID_BYTES))
+
+
 def _read_pid(fd: int) -> int | None:
     try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").split()
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, PID_BYTES).decode("ascii", "replace").split()
         return int(text[0]) if text else None
     except (OSError, ValueError):
         return None
 
 
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
+class FlockLocks:
+    """``flock`` (Linux, macOS, BSD): the whole file, released when the descriptor closes."""
 
-    def _try_lock(fd: int) -> bool:
+    def __init__(self, fcntl: Any) -> None:
+        self.fcntl = fcntl
+
+    def try_lock(self, fd: int) -> bool:
         try:
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-            return True
-        except OSError:
-            return False
-
-    def _unlock(fd: int) -> None:
-        os.lseek(fd, 0, os.SEEK_SET)
-        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-else:
-    import fcntl
-
-    def _try_lock(fd: int) -> bool:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.fcntl.flock(fd, self.fcntl.LOCK_EX | self.fcntl.LOCK_NB)
             return True
         except BlockingIOError:
             return False
 
-    def _unlock(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_UN)
+    def unlock(self, fd: int) -> None:
+        self.fcntl.flock(fd, self.fcntl.LOCK_UN)
+
+
+class MsvcrtLocks:
+    """``msvcrt.locking`` (Windows): one byte at :data:`LOCK_BYTE`, far past the pid, so
+    another process can still read who holds the lock (Windows locks bar reading the locked
+    range). ``locking`` locks from the current position, hence the seeks."""
+
+    LOCK_BYTE = 1 << 20
+
+    def __init__(self, msvcrt: Any) -> None:
+        self.msvcrt = msvcrt
+
+    def try_lock(self, fd: int) -> bool:
+        os.lseek(fd, self.LOCK_BYTE, os.SEEK_SET)
+        try:
+            self.msvcrt.locking(fd, self.msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+
+    def unlock(self, fd: int) -> None:
+        os.lseek(fd, self.LOCK_BYTE, os.SEEK_SET)
+        with suppress(OSError):
+            self.msvcrt.locking(fd, self.msvcrt.LK_UNLCK, 1)
+
+
+_chosen: FlockLocks | MsvcrtLocks | None = None
+
+
+def _locks() -> FlockLocks | MsvcrtLocks:
+    """``flock`` where ``fcntl`` can be imported, else ``msvcrt`` (chosen once)."""
+    global _chosen
+    if _chosen is None:
+        try:
+            _chosen = FlockLocks(importlib.import_module("fcntl"))
+        except ImportError:
+            _chosen = MsvcrtLocks(importlib.import_module("msvcrt"))
+    return _chosen

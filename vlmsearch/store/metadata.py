@@ -16,6 +16,7 @@ The tables are in ``schema``, their upgrades in ``migrations``, connecting and e
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import IndexFormatError
+from ..formats import format_name
 from ..ocr import OCR_VERSION, OcrResult
 from ..photo_meta import PhotoMeta
 from ..places import Place
@@ -182,6 +184,15 @@ class MetadataStore:
             "unavailable": int(unavailable),
             "texts": int(texts),
         }
+
+    def format_counts(self) -> dict[str, int]:
+        """Indexed images by format (from each path's extension), most first."""
+        counts: Counter[str] = Counter()
+        with self.read() as conn:
+            rows = conn.execute(sa.select(FILES.c.path).where(FILES.c.status == "ok"))
+            for (path,) in rows:
+                counts[format_name(path)] += 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def file_states(self, roots: Sequence[str] | None = None) -> dict[bytes, FileState]:
         """Every known file under ``roots`` (absolute paths; None = all), by path key."""

@@ -137,9 +137,9 @@ def switch_model(handle: IndexHandle, model: ModelRecord, embed_texts: TextEmbed
                                                                      strict=True)})
         handle.manifest = _manifest_for(model, handle.manifest)
         handle.vectors.forget()
-        for kind in ("image", "text"):
-            handle.layout.vector_path(kind).unlink(missing_ok=True)
         handle.layout.write_manifest(handle.manifest)
+        for kind in ("image", "text"):
+            handle.layout.remove_old_vector_files(kind, keep=None)
     log.info("switched %s to model %s: %d texts re-embedded, files to re-embed on the next run",
              handle.layout.root, model.spec, len(texts))
 

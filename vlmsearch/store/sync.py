@@ -88,14 +88,20 @@ def load_synced(
     """The FAISS index of ``kind`` matching the store snapshot ``conn``, and that snapshot's
     seq. Writable indexes are loaded in memory and checked id by id against the store; read-only
     ones are memory-mapped and checked by count against the manifest."""
-    path = layout.vector_path(kind)
     pruned = (state or store.state(conn)).pruned.get(kind, 0)
     index: VectorIndex | None = None
     file_state = manifest.vectors.get(kind, VectorFileState())
-    # Two tries: a writer may replace the file between our reading the manifest and the file.
+    # Two tries: a writer may save a new file (and delete the one our manifest names) between
+    # our reading the manifest and the file.
     for attempt in range(2):
         file_state = manifest.vectors.get(kind, VectorFileState())
-        if not (path.is_file() and file_state.seq > 0 and file_state.seq >= pruned):
+        path = layout.vector_path(kind, file_state.file)
+        if file_state.seq <= 0:
+            break  # no file yet
+        if file_state.seq < pruned or not path.is_file():  # the manifest we hold is stale
+            if attempt == 0:
+                manifest = layout.read_manifest()
+                continue
             break
         try:
             index = VectorIndex.load(path, manifest.dim, writable=writable,
@@ -103,6 +109,9 @@ def load_synced(
                                      tuning=SearchTuning(file_state.nprobe,
                                                          file_state.recall_at_10))
         except Exception as exc:  # a damaged file is rebuilt from the store
+            if attempt == 0 and not path.is_file():  # deleted while we opened it
+                manifest = layout.read_manifest()
+                continue
             log.warning("%s is unreadable (%s); rebuilding it from the metadata store", path, exc)
             break
         if index.base_count == file_state.count:
@@ -122,7 +131,8 @@ def load_synced(
         expected = np.sort(store.live_ids(kind, conn))
         if not np.array_equal(np.sort(index.ids()), expected):
             log.warning("%s held %d vectors that do not match the store's %d; rebuilt it from "
-                        "the store", path.name, index.count, len(expected))
+                        "the store", layout.vector_path(kind, file_state.file).name,
+                        index.count, len(expected))
             return rebuild(store, kind, manifest.dim, conn, exact_limit=exact_limit)
     return index, delta.seq
 
@@ -130,13 +140,24 @@ def load_synced(
 def save_synced(
     layout: IndexLayout, manifest: Manifest, kind: Kind, index: VectorIndex, seq: int
 ) -> None:
-    """Write the FAISS file, then record in the manifest which store state it reflects."""
-    index.save(layout.vector_path(kind))
+    """Write the FAISS file under a new name, record in the manifest which file and store
+    state it is, then delete the files it replaces (those another process still has
+    memory-mapped, on Windows, stay until a later save: see :mod:`vlmsearch.store.layout`)."""
+    path = layout.new_vector_path(kind, seq)
+    index.save(path)
     manifest.vectors[kind] = VectorFileState(
         seq=seq, count=index.count, index_type=index.kind, nprobe=index.tuning.nprobe,
-        recall_at_10=index.tuning.recall_at_10,
+        recall_at_10=index.tuning.recall_at_10, file=path.name,
     )
-    layout.write_manifest(manifest)
+    try:
+        layout.write_manifest(manifest)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    left = layout.remove_old_vector_files(kind, keep=path.name)
+    if left:
+        log.info("kept %s: in use by another process; deleted at a later save",
+                 ", ".join(p.name for p in left))
 
 
 class VectorFiles:
@@ -196,7 +217,7 @@ class VectorFiles:
         pruned = handle.store.prune_tombstones(kind, seq)
         if pruned:
             log.info("pruned %d %s tombstones reflected by %s", pruned, kind,
-                     handle.layout.vector_path(kind).name)
+                     handle.manifest.vectors[kind].file)
 
     def maybe_save(self, kind: Kind, rebuilder: Rebuilder = rebuild) -> None:
         """During long runs, rewrite the FAISS file once enough has changed that readers

@@ -19,6 +19,7 @@ from fastapi.responses import FileResponse, Response
 from PIL import Image, UnidentifiedImageError
 
 from ..decode import DecodeError, open_image
+from ..formats import is_raw
 from ..search.filters import Filter
 from .schemas import ErrorResponse, IndexRequest, InfoResponse, SearchResponse
 from .service import SearchService, Target
@@ -138,8 +139,8 @@ def build_router(
         its format). Only files in the index can be fetched, by id."""
         record = service.record(image_id)
         try:
-            with Image.open(record.path) as img:
-                media_type = WEB_FORMATS.get(img.format or "")
+            with Image.open(record.path) as img:  # RAW files are converted (TIFF to Pillow)
+                media_type = None if is_raw(record.path) else WEB_FORMATS.get(img.format or "")
         except UnidentifiedImageError:
             media_type = None  # maybe HEIC: open_image registers its opener
         except OSError as exc:
@@ -152,7 +153,8 @@ def build_router(
         try:
             with open(record.path, "rb") as fh:
                 data = fh.read()
-            upright, _ = open_image(data, max_pixels=service.engine.settings.max_pixels)
+            upright, _ = open_image(data, max_pixels=service.engine.settings.max_pixels,
+                                    name=record.path)
         except OSError as exc:
             raise _unreadable(image_id, exc) from exc
         except DecodeError as exc:

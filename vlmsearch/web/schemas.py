@@ -85,6 +85,8 @@ class InfoResponse(BaseModel):
     bytes: int
     created: str
     updated: str
+    formats: dict[str, int] = Field(description="indexed images by format (jpeg, heif, dng, "
+                                    "...), most first")
 
 
 class ErrorResponse(BaseModel):

@@ -69,7 +69,7 @@ class ThumbnailCache:
             with open(source, "rb") as fh:
                 mtime_ns = os.fstat(fh.fileno()).st_mtime_ns
                 data = fh.read()
-            jpeg = self.render(data)
+            jpeg = self.render(data, name=source)
             try:
                 self._store(target, jpeg, mtime_ns)
             except OSError:
@@ -77,9 +77,10 @@ class ThumbnailCache:
             self._drop_older_versions(ident, keep=target)
         return target
 
-    def render(self, data: bytes) -> bytes:
-        """JPEG bytes of an upright thumbnail of the image ``data``, longer side ``size``."""
-        img, _ = open_image(data, max_pixels=self.max_pixels, min_side=self.size)
+    def render(self, data: bytes, name: str | None = None) -> bytes:
+        """JPEG bytes of an upright thumbnail of the image ``data``, longer side ``size``
+        (``name``: the file's name; a camera RAW extension sends it to LibRaw)."""
+        img, _ = open_image(data, max_pixels=self.max_pixels, min_side=self.size, name=name)
         img.thumbnail((self.size, self.size), Image.Resampling.LANCZOS, reducing_gap=3.0)
         out = io.BytesIO()
         img.save(out, format="JPEG", quality=JPEG_QUALITY, optimize=True, progressive=True)
