@@ -1,0 +1,205 @@
+"""Duplicate groups, found from what the index stores (no file is read again).
+
+Three kinds, each file in at most one group (the closest kind that links it):
+
+* **exact**: files with the same content digest (byte-identical copies), score 1.0;
+* **near**: the same picture resized, recompressed, cropped a little, rotated a little,
+  re-exported or colour-tweaked. Two contents are linked when their image vectors have a
+  cosine similarity of at least ``near_cosine`` **and** their perceptual hashes
+  (:mod:`vlmsearch.phash`, made at index time from the decoded pixels) differ in at most
+  ``near_bits`` of 64 bits. The vector says "same subject", the hash says "same layout":
+  either alone groups a mirrored copy (vector) or two different photos with the same
+  composition (hash). Contents stored before hashes existed (no hash) are linked on the
+  vector alone, with the stricter ``vector_only_cosine``;
+* **similar** (only when asked): pictures of the same moment that are not the same picture,
+  such as burst shots or a mirrored copy: cosine at least ``similar_cosine``, any hash.
+
+Groups are the connected components of those links (so a chain of small edits stays one
+group); a group's score is its weakest link's cosine similarity (the component's bottleneck
+on its maximum spanning tree), so sorting by score puts the surest groups first.
+
+Neighbours come from FAISS: every content's ``neighbours`` nearest others by inner product,
+exact up to ``EXACT_LIMIT`` contents and through an inverted-file index above it (near
+duplicates are far closer than anything else, so a few probed lists find them). Nothing is
+compared pair by pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import faiss
+import numpy as np
+
+from .errors import UsageError
+from .phash import hamming
+from .store.records import ContentTable
+
+Kind = Literal["exact", "near", "similar"]
+EXACT_LIMIT = 20_000
+"""Up to this many distinct contents the neighbour search is exact (a flat index)."""
+SEARCH_CHUNK = 4_096
+
+
+@dataclass(frozen=True)
+class DuplicateRule:
+    """When two contents are near duplicates or similar (see the module docstring). The
+    defaults were calibrated on the Flickr8k near-duplicate benchmark (``bench/duplicates.py``,
+    docs/benchmarks.md)."""
+
+    near_cosine: float = 0.80
+    near_bits: int = 10
+    vector_only_cosine: float = 0.95
+    similar_cosine: float = 0.75
+    neighbours: int = 16
+
+    def checked(self) -> DuplicateRule:
+        for name in ("near_cosine", "vector_only_cosine", "similar_cosine"):
+            value = getattr(self, name)
+            if not -1.0 <= value <= 1.0:
+                raise UsageError(f"a minimum score is a cosine similarity between -1 and 1, "
+                                 f"not {value}")
+        if not 0 <= self.near_bits <= 64:
+            raise UsageError(f"near_bits must be between 0 and 64, not {self.near_bits}")
+        if self.neighbours < 1:
+            raise UsageError("neighbours must be at least 1")
+        return self
+
+    def with_min_score(self, min_score: float | None, *, similar: bool) -> DuplicateRule:
+        """``--min-score``: the cosine threshold of the loosest kind asked for (``similar``
+        with ``--similar``, else ``near``)."""
+        if min_score is None:
+            return self
+        if similar:
+            return replace(self, similar_cosine=min_score)
+        return replace(self, near_cosine=min_score,
+                       vector_only_cosine=max(self.vector_only_cosine, min_score))
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "path": self.path}
+
+
+@dataclass(frozen=True)
+class DuplicateGroup:
+    """Files that hold the same picture (``exact``, ``near``) or the same moment
+    (``similar``); ``score``: 1.0 for exact copies, else the weakest link's cosine."""
+
+    kind: Kind
+    score: float
+    members: tuple[Member, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "score": round(self.score, 4),
+                "members": [m.to_dict() for m in self.members]}
+
+
+def find_groups(
+    table: ContentTable, rule: DuplicateRule = DuplicateRule(), *, similar: bool = False
+) -> list[DuplicateGroup]:
+    """The duplicate groups of ``table`` (see the module docstring), surest first: exact,
+    then near, then similar, each by score."""
+    rule = rule.checked()
+    n = len(table.vectors)
+    parent = np.arange(n)
+    score = np.ones(n, dtype=np.float64)  # per component root: its weakest merging link
+    kind_rank = np.zeros(n, dtype=np.int8)  # per root: 0 one content, 1 near, 2 similar
+
+    def find(i: int) -> int:
+        root = i
+        while parent[root] != root:
+            root = parent[root]
+        while parent[i] != root:
+            parent[i], i = root, parent[i]
+        return root
+
+    edges = _links(table, rule, similar=similar)
+    for sim, a, b, rank in edges:  # strongest first: each merge is a spanning-tree edge
+        ra, rb = find(a), find(b)
+        if ra == rb:
+            continue
+        parent[rb] = ra
+        score[ra] = min(score[ra], score[rb], sim)
+        kind_rank[ra] = max(kind_rank[ra], kind_rank[rb], rank)
+
+    by_root: dict[int, list[int]] = {}
+    for f, content in enumerate(table.file_content):
+        by_root.setdefault(find(int(content)), []).append(f)
+    groups: list[DuplicateGroup] = []
+    for root, files in by_root.items():
+        if len(files) < 2:
+            continue
+        kind: Kind = ("exact", "near", "similar")[int(kind_rank[root])]
+        members = tuple(Member(int(table.file_ids[f]), table.file_paths[f]) for f in files)
+        groups.append(DuplicateGroup(kind, float(score[root]) if kind != "exact" else 1.0,
+                                     members))
+    order = {"exact": 0, "near": 1, "similar": 2}
+    groups.sort(key=lambda g: (order[g.kind], -g.score, g.members[0].path))
+    return groups
+
+
+def _links(table: ContentTable, rule: DuplicateRule, *, similar: bool
+           ) -> list[tuple[float, int, int, int]]:
+    """(cosine, content a, content b, 1 near | 2 similar), strongest first."""
+    floor = min(rule.near_cosine, rule.vector_only_cosine)
+    if similar:
+        floor = min(floor, rule.similar_cosine)
+    out: list[tuple[float, int, int, int]] = []
+    for rows, sims, idx in _neighbours(table.vectors, rule.neighbours):
+        for col in range(idx.shape[1]):
+            b = idx[:, col]
+            s = sims[:, col]
+            keep = (b > rows) & (s >= floor)  # each pair once, itself left out
+            if not keep.any():
+                continue
+            a_k, b_k, s_k = rows[keep], b[keep], s[keep]
+            both = table.has_hash[a_k] & table.has_hash[b_k]
+            bits = hamming(table.hashes[a_k], table.hashes[b_k])
+            near = np.where(both, (s_k >= rule.near_cosine) & (bits <= rule.near_bits),
+                            s_k >= rule.vector_only_cosine)
+            rank = np.where(near, 1, 2)
+            if not similar:
+                a_k, b_k, s_k, rank = a_k[near], b_k[near], s_k[near], rank[near]
+            else:
+                ok = near | (s_k >= rule.similar_cosine)
+                a_k, b_k, s_k, rank = a_k[ok], b_k[ok], s_k[ok], rank[ok]
+            out.extend(zip(s_k.tolist(), a_k.tolist(), b_k.tolist(), rank.tolist(),
+                           strict=True))
+    # near links first (then by strength), so a near group is whole before similar links
+    # join groups together and the weakest-link score follows the kind
+    out.sort(key=lambda e: (e[3], -e[0]))
+    return out
+
+
+def _neighbours(vectors: np.ndarray, k: int
+                ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(rows, similarities, neighbour rows) for every vector, ``k`` (+ itself) at a time."""
+    n, dim = vectors.shape if vectors.ndim == 2 else (0, 0)
+    if n < 2:
+        return
+    x = np.ascontiguousarray(vectors, dtype=np.float32)
+    k = min(k + 1, n)
+    index: Any
+    if n <= EXACT_LIMIT:
+        index = faiss.IndexFlatIP(dim)
+    else:
+        nlist = int(2 * math.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist,
+                                   faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(0)
+        sample = x[rng.choice(n, size=min(n, nlist * 40), replace=False)]
+        index.cp.niter = 10
+        index.train(sample)
+        index.nprobe = 8
+    index.add(x)
+    for start in range(0, n, SEARCH_CHUNK):
+        sims, idx = index.search(x[start:start + SEARCH_CHUNK], k)
+        yield np.arange(start, min(n, start + SEARCH_CHUNK)), sims, idx
