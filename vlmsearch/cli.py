@@ -769,10 +769,10 @@ def duplicates(
         "--similar", help="Also group similar pictures that are not the same picture (burst "
         "shots, mirrored copies).")] = False,
     min_score: Annotated[Optional[float], typer.Option(
-        "--min-score", min=-1.0, max=1.0, metavar="S", help="Link pictures whose vectors' "
-        "cosine similarity is at least S (the loosest kind listed: near, or similar with "
-        "--similar). Defaults: 0.80 for near (with at most 10 of 64 perceptual-hash bits "
-        "different), 0.75 for similar.", show_default=False)] = None,
+        "--min-score", min=-1.0, max=1.0, metavar="S", help="Link near duplicates only when "
+        "their vectors' cosine similarity is also at least S (the rule alone asks 0.58 plus "
+        "0.01 per differing hash bit, at most 22 of 64); with --similar, S replaces the "
+        "similar threshold (0.75).", show_default=False)] = None,
     json_out: JsonOut = False,
 ) -> None:
     """List groups of duplicate pictures in the index.

@@ -4,15 +4,21 @@ Three kinds, each file in at most one group (the closest kind that links it):
 
 * **exact**: files with the same content digest (byte-identical copies), score 1.0;
 * **near**: the same picture resized, recompressed, cropped a little, rotated a little,
-  re-exported or colour-tweaked. Two contents are linked when their image vectors have a
-  cosine similarity of at least ``near_cosine`` **and** their perceptual hashes
+  re-exported or colour-tweaked. Two contents are linked when their perceptual hashes
   (:mod:`vlmsearch.phash`, made at index time from the decoded pixels) differ in at most
-  ``near_bits`` of 64 bits. The vector says "same subject", the hash says "same layout":
-  either alone groups a mirrored copy (vector) or two different photos with the same
-  composition (hash). Contents stored before hashes existed (no hash) are linked on the
-  vector alone, with the stricter ``vector_only_cosine``;
+  ``near_bits`` (22) of 64 bits **and** their image vectors' cosine similarity is at least
+  ``near_cosine + near_cosine_per_bit × bits`` (0.58 + 0.01 per differing bit: identical
+  hashes need 0.58, 22 bits need 0.80) **and** the pair is not a mirrored copy (its hashes
+  are not ``mirror_margin`` (8) bits closer once one is mirrored, see
+  :func:`~vlmsearch.phash.mirror_of`). The vector says "same subject", the hash "same
+  layout": the vector alone groups mirrored copies and other photos of the same scene, the
+  hash alone different pictures with the same composition; the sloped threshold lets a
+  resized copy (hash unchanged, but a vector moved by the lost detail) and a crop (vector
+  close, hash moved) both in. Contents stored before hashes existed (no hash) are linked on
+  the vector alone, with the stricter ``vector_only_cosine`` (0.95);
 * **similar** (only when asked): pictures of the same moment that are not the same picture,
-  such as burst shots or a mirrored copy: cosine at least ``similar_cosine``, any hash.
+  such as burst shots or a mirrored copy: cosine at least ``similar_cosine`` (0.75), any
+  hash.
 
 Groups are the connected components of those links (so a chain of small edits stays one
 group); a group's score is its weakest link's cosine similarity (the component's bottleneck
@@ -35,7 +41,7 @@ import faiss
 import numpy as np
 
 from .errors import UsageError
-from .phash import hamming
+from .phash import hamming, mirror_of
 from .store.records import ContentTable
 
 Kind = Literal["exact", "near", "similar"]
@@ -50,14 +56,23 @@ class DuplicateRule:
     defaults were calibrated on the Flickr8k near-duplicate benchmark (``bench/duplicates.py``,
     docs/benchmarks.md)."""
 
-    near_cosine: float = 0.80
-    near_bits: int = 10
+    near_cosine: float = 0.58
+    """The cosine needed between two pictures whose hashes are equal..."""
+    near_cosine_per_bit: float = 0.01
+    """...plus this much for each of the bits their hashes differ in..."""
+    near_bits: int = 22
+    """...which may be at most this many."""
+    mirror_margin: int = 8
+    """A pair whose hashes are at least this many bits closer once one is mirrored is a
+    mirrored copy: similar, not near."""
+    min_score: float = -1.0
+    """A floor on the cosine of every near link (``--min-score``)."""
     vector_only_cosine: float = 0.95
     similar_cosine: float = 0.75
     neighbours: int = 16
 
     def checked(self) -> DuplicateRule:
-        for name in ("near_cosine", "vector_only_cosine", "similar_cosine"):
+        for name in ("near_cosine", "vector_only_cosine", "similar_cosine", "min_score"):
             value = getattr(self, name)
             if not -1.0 <= value <= 1.0:
                 raise UsageError(f"a minimum score is a cosine similarity between -1 and 1, "
@@ -69,13 +84,13 @@ class DuplicateRule:
         return self
 
     def with_min_score(self, min_score: float | None, *, similar: bool) -> DuplicateRule:
-        """``--min-score``: the cosine threshold of the loosest kind asked for (``similar``
-        with ``--similar``, else ``near``)."""
+        """``--min-score``: near links also need this cosine; with ``--similar`` it is the
+        similar threshold instead."""
         if min_score is None:
             return self
         if similar:
             return replace(self, similar_cosine=min_score)
-        return replace(self, near_cosine=min_score,
+        return replace(self, min_score=min_score,
                        vector_only_cosine=max(self.vector_only_cosine, min_score))
 
 
@@ -149,7 +164,7 @@ def find_groups(
 def _links(table: ContentTable, rule: DuplicateRule, *, similar: bool
            ) -> list[tuple[float, int, int, int]]:
     """(cosine, content a, content b, 1 near | 2 similar), strongest first."""
-    floor = min(rule.near_cosine, rule.vector_only_cosine)
+    floor = max(rule.min_score, min(rule.near_cosine, rule.vector_only_cosine))
     if similar:
         floor = min(floor, rule.similar_cosine)
     out: list[tuple[float, int, int, int]] = []
@@ -162,8 +177,7 @@ def _links(table: ContentTable, rule: DuplicateRule, *, similar: bool
                 continue
             a_k, b_k, s_k = rows[keep], b[keep], s[keep]
             both = table.has_hash[a_k] & table.has_hash[b_k]
-            bits = hamming(table.hashes[a_k], table.hashes[b_k])
-            near = np.where(both, (s_k >= rule.near_cosine) & (bits <= rule.near_bits),
+            near = np.where(both, is_near(s_k, table.hashes[a_k], table.hashes[b_k], rule),
                             s_k >= rule.vector_only_cosine)
             rank = np.where(near, 1, 2)
             if not similar:
@@ -177,6 +191,15 @@ def _links(table: ContentTable, rule: DuplicateRule, *, similar: bool
     # join groups together and the weakest-link score follows the kind
     out.sort(key=lambda e: (e[3], -e[0]))
     return out
+
+
+def is_near(cosine: np.ndarray, hash_a: np.ndarray, hash_b: np.ndarray,
+            rule: DuplicateRule) -> np.ndarray:
+    """The near-duplicate rule for pairs with both hashes (see :class:`DuplicateRule`)."""
+    bits = hamming(hash_a, hash_b)
+    mirrored = hamming(mirror_of(hash_a), hash_b) + rule.mirror_margin <= bits
+    needed = np.maximum(rule.near_cosine + rule.near_cosine_per_bit * bits, rule.min_score)
+    return np.asarray((bits <= rule.near_bits) & ~mirrored & (cosine >= needed))
 
 
 def _neighbours(vectors: np.ndarray, k: int

@@ -481,9 +481,10 @@ class Engine:
         content), ``near`` duplicates (resized, recompressed, slightly cropped or rotated,
         re-exported, colour-tweaked: close vectors *and* close perceptual hashes) and, with
         ``similar``, ``similar`` pictures (burst shots, mirrored copies: close vectors).
-        ``min_score`` sets the cosine threshold of the loosest kind asked for; ``rule`` all
-        of them (:class:`~vlmsearch.duplicates.DuplicateRule`, defaults documented there and
-        in the README). Found from the stored vectors and hashes; no file is read."""
+        ``min_score``: near links also need at least this cosine (with ``similar``: the
+        similar threshold); ``rule`` sets every threshold
+        (:class:`~vlmsearch.duplicates.DuplicateRule`, defaults documented there and in the
+        README). Found from the stored vectors and hashes; no file is read."""
         chosen = (rule or DuplicateRule()).with_min_score(min_score, similar=similar)
         store = self._handle.store
         with store.read() as conn:

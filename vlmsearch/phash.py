@@ -31,6 +31,9 @@ def _dct_matrix(n: int) -> np.ndarray:
 
 _DCT = _dct_matrix(_SIDE)[:_LOW]  # only the low frequencies are needed
 _WEIGHTS = (1 << np.arange(HASH_BITS - 1, -1, -1, dtype=np.uint64)).astype(np.uint64)
+# bit i (most significant first) holds coefficient (i // 8 vertical, i % 8 horizontal frequency)
+_ODD_COLUMNS = np.array([sum(1 << (HASH_BITS - 1 - i) for i in range(HASH_BITS) if i % 2)],
+                        dtype=np.uint64).view(np.int64)[0]
 
 
 def _grey32(pixels: np.ndarray) -> np.ndarray:
@@ -60,6 +63,17 @@ def phashes(pixels: np.ndarray) -> np.ndarray:
 def phash(pixels: np.ndarray) -> int:
     """The hash of one image (H×W×3 uint8)."""
     return int(phashes(pixels[None])[0])
+
+
+def mirror_of(hashes: np.ndarray | int) -> np.ndarray:
+    """Close to the hash of the mirror image (left-right flipped) of what ``hashes`` hash.
+
+    Flipping a picture left to right changes the sign of every DCT coefficient of odd
+    horizontal frequency and nothing else; the median they are compared with stays about
+    where it was (near zero), so those bits flip. A mirrored copy is much closer to the mirror
+    of the original's hash than to the hash itself, which is how :mod:`vlmsearch.duplicates`
+    tells it from a near duplicate without decoding anything again."""
+    return np.bitwise_xor(np.asarray(hashes, dtype=np.int64), _ODD_COLUMNS)
 
 
 def hamming(a: np.ndarray | int, b: np.ndarray | int) -> np.ndarray:

@@ -135,7 +135,8 @@ def build_router(
         similar: Annotated[bool, Query(description="also group similar pictures (burst "
                                        "shots, mirrored copies)")] = False,
         min_score: Annotated[float | None, Query(
-            ge=-1, le=1, description="cosine threshold of the loosest kind asked for")] = None,
+            ge=-1, le=1, description="near links also need this cosine (with similar: the "
+            "similar threshold)")] = None,
     ) -> dict[str, Any]:
         """`groups`: what `vlmsearch duplicates --json` prints, each `{"kind": "exact" |
         "near" | "similar", "score": float, "members": [{"id", "path"}, ...]}`, surest
