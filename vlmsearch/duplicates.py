@@ -25,9 +25,9 @@ group); a group's score is its weakest link's cosine similarity (the component's
 on its maximum spanning tree), so sorting by score puts the surest groups first.
 
 Neighbours come from FAISS: every content's ``neighbours`` nearest others by inner product,
-exact up to ``EXACT_LIMIT`` contents and through an inverted-file index above it (near
-duplicates are far closer than anything else, so a few probed lists find them). Nothing is
-compared pair by pair.
+exact up to ``EXACT_LIMIT`` contents; above it, candidates from an inverted-file index over
+PCA-reduced vectors, re-scored with the exact cosine (near duplicates are far closer than
+anything else, so a few probed lists find them). Nothing is compared pair by pair.
 """
 
 from __future__ import annotations
@@ -45,8 +45,13 @@ from .phash import hamming, mirror_of
 from .store.records import ContentTable
 
 Kind = Literal["exact", "near", "similar"]
-EXACT_LIMIT = 20_000
+EXACT_LIMIT = 5_000
 """Up to this many distinct contents the neighbour search is exact (a flat index)."""
+REDUCED_DIM = 96
+"""Above it, candidates are searched among vectors reduced to this many dimensions."""
+NPROBE = 8
+REDUCED_MARGIN = 0.2
+"""Candidates whose reduced cosine is this far below the lowest threshold are dropped."""
 SEARCH_CHUNK = 4_096
 
 
@@ -168,7 +173,7 @@ def _links(table: ContentTable, rule: DuplicateRule, *, similar: bool
     if similar:
         floor = min(floor, rule.similar_cosine)
     out: list[tuple[float, int, int, int]] = []
-    for rows, sims, idx in _neighbours(table.vectors, rule.neighbours):
+    for rows, sims, idx in _neighbours(table.vectors, rule.neighbours, floor):
         for col in range(idx.shape[1]):
             b = idx[:, col]
             s = sims[:, col]
@@ -202,27 +207,77 @@ def is_near(cosine: np.ndarray, hash_a: np.ndarray, hash_b: np.ndarray,
     return np.asarray((bits <= rule.near_bits) & ~mirrored & (cosine >= needed))
 
 
-def _neighbours(vectors: np.ndarray, k: int
+def _neighbours(vectors: np.ndarray, k: int, floor: float
                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """(rows, similarities, neighbour rows) for every vector, ``k`` (+ itself) at a time."""
+    """(rows, cosines, neighbour rows) for every vector, ``k`` (+ itself) at a time; cosines
+    below ``floor`` may be given as -1.
+
+    Up to :data:`EXACT_LIMIT` vectors: exact search. Above: candidates from an inverted-file
+    index over the vectors reduced to :data:`REDUCED_DIM` dimensions by PCA (a near duplicate
+    is among a vector's closest few in any projection that keeps most of the variance), then
+    the exact cosine of every candidate pair from the full vectors, so thresholds always see
+    true cosines."""
     n, dim = vectors.shape if vectors.ndim == 2 else (0, 0)
     if n < 2:
         return
     x = np.ascontiguousarray(vectors, dtype=np.float32)
     k = min(k + 1, n)
-    index: Any
     if n <= EXACT_LIMIT:
-        index = faiss.IndexFlatIP(dim)
-    else:
-        nlist = int(2 * math.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, nlist,
-                                   faiss.METRIC_INNER_PRODUCT)
-        rng = np.random.default_rng(0)
-        sample = x[rng.choice(n, size=min(n, nlist * 40), replace=False)]
-        index.cp.niter = 10
-        index.train(sample)
-        index.nprobe = 8
-    index.add(x)
+        flat = faiss.IndexFlatIP(dim)
+        flat.add(x)
+        for start in range(0, n, SEARCH_CHUNK):
+            sims, idx = flat.search(x[start:start + SEARCH_CHUNK], k)
+            yield np.arange(start, min(n, start + SEARCH_CHUNK)), sims, idx
+        return
+    rng = np.random.default_rng(0)
+    nlist = int(4 * math.sqrt(n))
+    small = _reduce(x, min(dim, REDUCED_DIM), rng)
+    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(small.shape[1]), small.shape[1], nlist,
+                               faiss.METRIC_INNER_PRODUCT)
+    index.cp.niter = 10
+    index.train(small[rng.choice(n, size=min(n, nlist * 40), replace=False)])
+    index.add(small)
+    index.nprobe = NPROBE
     for start in range(0, n, SEARCH_CHUNK):
-        sims, idx = index.search(x[start:start + SEARCH_CHUNK], k)
-        yield np.arange(start, min(n, start + SEARCH_CHUNK)), sims, idx
+        approx, idx = index.search(small[start:start + SEARCH_CHUNK], k)
+        rows = np.arange(start, min(n, start + SEARCH_CHUNK))
+        # the exact cosine of the candidates that could pass (a projection that drops only
+        # low-variance directions raises cosines, so the margin is on the safe side)
+        wanted = (idx > rows[:, None]) & (approx >= floor - REDUCED_MARGIN)
+        sims = np.full(idx.shape, -1.0, dtype=np.float32)
+        a, j = np.nonzero(wanted)
+        if len(a):
+            sims[a, j] = np.einsum("ij,ij->i", x[rows[a]], x[idx[a, j]])
+        yield rows, sims, idx
+
+
+def _reduce(x: np.ndarray, dim: int, rng: np.random.Generator) -> np.ndarray:
+    """``x`` projected on its ``dim`` main directions (a randomized PCA of a sample: a few
+    matrix products, where a full eigendecomposition of a 2048-d covariance takes minutes on
+    a small CPU), rows renormalised."""
+    sample = x[rng.choice(len(x), size=min(len(x), 8_000), replace=False)].astype(np.float64)
+    mean = sample.mean(axis=0)
+    centred = sample - mean
+    probe = rng.standard_normal((x.shape[1], dim + 16))
+    # only small (dim+16)² decompositions: LAPACK on the big matrices was slow and, under
+    # load, fought FAISS' threads for the cores
+    basis = _orthonormal(centred.T @ (centred @ probe))
+    _, vectors = np.linalg.eigh(_gram(centred @ basis))
+    projection = (basis @ vectors[:, ::-1][:, :dim]).astype(np.float32)
+    out = np.empty((len(x), dim), dtype=np.float32)
+    for begin in range(0, len(x), 16_384):
+        out[begin:begin + 16_384] = (x[begin:begin + 16_384] - mean.astype(np.float32)) \
+            @ projection
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+    return out
+
+
+def _gram(m: np.ndarray) -> np.ndarray:
+    return m.T @ m
+
+
+def _orthonormal(m: np.ndarray) -> np.ndarray:
+    """An orthonormal basis of the columns of ``m`` (tall), through its small Gram matrix."""
+    values, vectors = np.linalg.eigh(_gram(m))
+    keep = values > values.max() * 1e-10
+    return np.asarray(m @ (vectors[:, keep] / np.sqrt(values[keep])))
