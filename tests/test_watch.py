@@ -145,8 +145,10 @@ def test_watch_applies_new_copied_renamed_and_deleted_files(tmp_path: Path) -> N
 
         # new files: time from the write to being found by another process's query
         start = time.monotonic()
+        rounds_before = len(watcher.rounds)
         new = colour_pictures(photos / "new", 3, prefix="n")
         figures["appear_s_3_files"] = round(appear_time(index, {str(p) for p in new}, start), 2)
+        figures["rounds_3_files"] = len(watcher.rounds) - rounds_before
         figures["round_latency_s_3_files"] = watcher.rounds[-1]["latency"]
 
         # a copy of a folder of many files is applied in a few rounds, not file by file
@@ -177,6 +179,9 @@ def test_watch_applies_new_copied_renamed_and_deleted_files(tmp_path: Path) -> N
         wait_for("the renamed folder", moved)
         figures["rename_s"] = round(time.monotonic() - start, 2)
         rename_rounds = watcher.rounds[rounds_before:]
+        figures.update(rename_rounds=len(rename_rounds),
+                       rename_events=sum(r["events"] for r in rename_rounds),
+                       rename_round_latency_s=max(r["latency"] for r in rename_rounds))
         assert sum(r["encoded"] for r in rename_rounds) == 0, rename_rounds
         assert sum(r["reused"] for r in rename_rounds) == 400
 
@@ -184,8 +189,10 @@ def test_watch_applies_new_copied_renamed_and_deleted_files(tmp_path: Path) -> N
         start = time.monotonic()
         new[0].unlink()
         shutil.rmtree(photos / "renamed")
+        rounds_before = len(watcher.rounds)
         wait_for("the deletions", lambda: info(index)["images"] == 4)
         figures["delete_s"] = round(time.monotonic() - start, 2)
+        figures["delete_round_latency_s"] = max(r["latency"] for r in watcher.rounds[-1:])
         assert str(new[0]) not in indexed_paths(index)
 
         # Ctrl-C: a clean stop with a line saying so
@@ -218,7 +225,8 @@ def test_a_file_still_being_written_is_indexed_only_once_complete(tmp_path: Path
         start = time.monotonic()
         write_slowly(target, data, chunks=20, pause=0.15)  # 3 s, each pause below --settle
         wait_for("the slowly written file", lambda: str(target) in indexed_paths(index))
-        print(f"\nslow write: indexed {time.monotonic() - start:.2f}s after the first byte")
+        print(f"\nslow write: {len(data)} bytes indexed {time.monotonic() - start:.2f}s after "
+              f"the first byte; rounds: {watcher.rounds[1:]}")
         assert info(index)["failed"] == 0  # never read half-written (it would have failed)
         assert all(r["skipped"] == 0 for r in watcher.rounds)
         assert sum(r["added"] + r["updated"] for r in watcher.rounds[1:]) == 1
