@@ -253,3 +253,17 @@ def test_the_duplicates_page_shows_groups_in_a_browser(engine: Engine) -> None:
         assert "min_score" in page.locator("#error").inner_text()
         browser.close()
         assert not problems, problems
+
+
+def test_reindex_drops_the_hashes_with_the_vectors_and_remakes_both(engine: Engine,
+                                                                    album: Path) -> None:
+    index = engine.path
+    engine.close()
+    with Engine.open(index, model="fake", reindex=True) as eng:
+        db = sqlite3.connect(index / "meta.sqlite")
+        assert db.execute("select count(*) from vectors").fetchone()[0] == 0
+        eng.index([album])
+        hashes = [h for (h,) in db.execute("select phash from vectors")]
+        db.close()
+        assert hashes and all(h is not None for h in hashes)
+        assert len(eng.duplicates()) == 2

@@ -325,3 +325,22 @@ def test_rounds_ignore_other_files_and_apply_a_burst_at_once(tmp_path: Path) -> 
             watcher.stop()
             assert list(rounds) == []
         assert eng.info().images == 6
+
+
+@pytest.mark.slow
+def test_after_a_kill_the_next_start_catches_up(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    colour_pictures(photos, 2)
+    index = tmp_path / "index"
+    with watching(index, str(photos), "--settle", "0.3") as watcher:
+        watcher.wait_initial()
+        watcher.proc.send_signal(signal.SIGKILL)
+        watcher.proc.wait(30)
+    later = colour_pictures(photos / "while-down", 5, prefix="d")
+    (photos / "p0000.png").unlink()
+    assert info(index)["images"] == 2  # nothing saw the changes yet, nothing is broken
+    with watching(index, str(photos), "--settle", "0.3") as watcher:
+        first = watcher.wait_initial()
+        assert (first["added"], first["removed"]) == (5, 1)
+        assert {str(p) for p in later} <= indexed_paths(index)
+        assert watcher.interrupt() == 0
