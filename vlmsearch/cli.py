@@ -382,18 +382,22 @@ def watch(**options: Any) -> None:
         watch_options = WatchOptions(poll=options["poll"], debounce=options["debounce"],
                                      settle=options["settle"]).checked()
         job = _IndexJob(options)
+        show: list[Callable[[Any], None]] = [lambda event: None]  # the initial run's bar
         with job.open() as eng, _stop_on_sigterm():
-            watcher = eng.watch(options["paths"], options=watch_options, **job.run_options)
+            watcher = eng.watch(options["paths"], options=watch_options,
+                                progress=lambda event: show[0](event), **job.run_options)
             rounds = watcher.rounds()
             try:
-                while True:
-                    with _stdout_kept_clean(json_out):  # while index runs happen
-                        done = next(rounds, None)
-                    if done is None:
-                        break
+                with _progress_bar(True, "Indexing") as bar, _stdout_kept_clean(json_out):
+                    show[0] = bar
+                    done = next(rounds, None)
+                show[0] = lambda event: None  # later rounds are small: one line each
+                while done is not None:
                     if done.initial:
                         _say_watching(watcher, eng.path, json_out)
                     _render_round(done, json_out)
+                    with _stdout_kept_clean(json_out):  # while index runs happen
+                        done = next(rounds, None)
             except KeyboardInterrupt:
                 typer.echo("stopped watching: every change applied so far is saved", err=True)
 
