@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image, ImageEnhance, ImageOps
 from typer.testing import CliRunner
 
+from tests.imagegen import scene
 from tests.test_web_api import serving
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, scene, sync_api
 from vlmsearch import DuplicateGroup, Engine
 from vlmsearch.cli import app
 from vlmsearch.decode import decode_file
@@ -210,10 +210,17 @@ def test_ray_blocks_carry_the_same_hash(tmp_path: Path, album: Path) -> None:
         assert int(out["phash"][row]) == phash(decoded.pixels)
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not at "
                     f"{CHROMIUM} (apt-get install chromium; .ci/run installs it)")
 def test_the_duplicates_page_shows_groups_in_a_browser(engine: Engine) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api",
+                                   reason="Playwright is not installed (pip install -e '.[dev]')")
+    from tests.test_web_browser import CHROMIUM_ARGS
+
     index = engine.path
     engine.close()  # the server opens it itself
     with serving(index) as url, sync_api.sync_playwright() as p:

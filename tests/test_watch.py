@@ -22,9 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.imagegen import make_image, picture
+from tests.imagegen import make_image, picture, scene
 from tests.test_web_api import serving
-from tests.test_web_browser import scene
 from vlmsearch import Engine
 from vlmsearch.watch import Watcher, WatchOptions
 
