@@ -19,6 +19,7 @@ planted pairs found.
     python bench/duplicates.py                  # 200 photos × 8 files, then the timings
     python bench/duplicates.py --photos 0       # every dev photo (slow on a CPU)
     python bench/duplicates.py --skip-speed     # quality only
+    python bench/duplicates.py --skip-quality --skip-speed --store   # reading 100k from SQLite
 """
 
 from __future__ import annotations
@@ -215,6 +216,35 @@ def speed(n: int) -> list[dict[str, object]]:
     return out
 
 
+def through_store(n: int, dim: int = 512) -> dict[str, object]:
+    """The synthetic table written to a real metadata store (SQLite), then read back and
+    grouped as ``Engine.duplicates`` does."""
+    from vlmsearch.store.metadata import MetadataStore
+    from vlmsearch.store.records import IndexedFile
+
+    table, _ = synthetic(n, dim)
+    folder = Path(tempfile.mkdtemp(prefix="vlmsearch-dups-store-"))
+    store = MetadataStore(f"sqlite:///{folder / 'meta.sqlite'}", dim=dim)
+    start = time.perf_counter()
+    for begin in range(0, n, 10_000):
+        store.apply([IndexedFile(f"/photos/{i:06d}.jpg", 1000, 1, f"{i:064x}", 10, 10,
+                                 table.vectors[i], phash=int(table.hashes[i]))
+                     for i in range(begin, min(n, begin + 10_000))])
+    filled = time.perf_counter() - start
+    start = time.perf_counter()
+    with store.read() as conn:
+        read = store.contents(conn)
+    read_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    groups = find_groups(read)
+    group_seconds = time.perf_counter() - start
+    store.engine.dispose()
+    shutil.rmtree(folder, ignore_errors=True)
+    return {"contents": n, "dim": dim, "write_seconds": round(filled, 1),
+            "read_seconds": round(read_seconds, 2), "group_seconds": round(group_seconds, 2),
+            "groups": len(groups)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--photos", type=int, default=200,
@@ -226,6 +256,9 @@ def main() -> None:
                         help="keep the generated files and index here (reused next time)")
     parser.add_argument("--contents", type=int, default=100_000)
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--store", action="store_true",
+                        help="also time reading the 100k synthetic contents from a metadata "
+                        "store (512-d)")
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     result: dict[str, object] = {"cpu_count": os.cpu_count()}
@@ -236,6 +269,8 @@ def main() -> None:
         result["quality"] = quality(args.photos, work, args.offset)
     if not args.skip_speed:
         result["speed"] = speed(args.contents)
+    if args.store:
+        result["through_store"] = through_store(args.contents)
     print(json.dumps(result, indent=2))
 
 
