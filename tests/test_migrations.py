@@ -75,6 +75,7 @@ def test_a_version_1_index_is_upgraded_without_reembedding(tmp_path: Path) -> No
     assert (meta["model_spec"], meta["dim"]) == ("fake", "32")
     columns = {row[1] for row in db.execute("pragma table_info(files)")}
     assert {"unavailable", "taken", "taken_ts", "lat", "lon", "place_metro"} <= columns
+    assert "phash" in {row[1] for row in db.execute("pragma table_info(vectors)")}
 
 
 def test_the_upgrade_merges_rows_that_were_one_file_under_two_spellings(
@@ -92,3 +93,31 @@ def test_the_upgrade_merges_rows_that_were_one_file_under_two_spellings(
         assert len(eng.search(text="red", k=10)) == 2
         report = eng.index([real])
         assert (report.unchanged, report.added, report.removed) == (2, 0, 0)
+
+
+def test_version_5_gets_a_hash_column_filled_for_new_contents_only(tmp_path: Path) -> None:
+    """Schema 6 adds ``vectors.phash``: vectors stored before keep NULL (compared by vector
+    alone by `duplicates`), contents embedded afterwards get their hash."""
+    photos = tmp_path / "photos"
+    old = [make_image(photos / f"{c}.png", c) for c in ("red", "green")]
+    index = tmp_path / "index"
+    with Engine.open(index, model="fake") as eng:
+        eng.index([photos])
+    db = sqlite3.connect(index / "meta.sqlite")  # back to what schema 5 had
+    db.execute("alter table vectors drop column phash")
+    db.execute("update meta set value = '5' where key = 'schema_version'")
+    db.commit()
+    db.close()
+    new = make_image(photos / "blue.png", "blue")
+    with Engine.open(index, create=False) as eng:
+        report = eng.index([photos])
+        assert (report.unchanged, report.encoded) == (2, 1)  # nothing re-embedded
+        eng.duplicates()  # works with a mix of hashed and unhashed contents
+    db = sqlite3.connect(index / "meta.sqlite")
+    meta = dict(db.execute("select key, value from meta").fetchall())
+    assert int(meta["schema_version"]) == SCHEMA_VERSION == 6
+    hashes = dict(db.execute("select f.path, v.phash from files f join vectors v "
+                             "on v.digest = f.digest").fetchall())
+    db.close()
+    assert hashes[os.fsencode(new)] is not None
+    assert all(hashes[os.fsencode(p)] is None for p in old)

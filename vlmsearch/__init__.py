@@ -30,6 +30,8 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DuplicateGroup",
+    "DuplicateRule",
     "Engine",
     "Filter",
     "Hit",
@@ -51,10 +53,16 @@ __all__ = [
     "TextHit",
     "UsageError",
     "VlmsearchError",
+    "WatchRound",
+    "Watcher",
     "__version__",
 ]
 
 _LAZY = {
+    "DuplicateGroup": "duplicates",
+    "DuplicateRule": "duplicates",
+    "Watcher": "watch",
+    "WatchRound": "watch",
     "Engine": "engine",
     "Filter": "search.filters",
     "IndexInfo": "engine",
@@ -68,10 +76,12 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .duplicates import DuplicateGroup, DuplicateRule
     from .engine import Engine, IndexInfo
     from .indexing.report import IndexReport, Progress
     from .search.filters import Filter
     from .search.results import Hit, SearchResults, TextHit
+    from .watch import Watcher, WatchRound
 
 
 def __getattr__(name: str) -> Any:

@@ -286,26 +286,14 @@ def index(
     saying how big it is.
     """
 
+    options = dict(locals())
+
     def body() -> int:
         _fetch_model_first(model, index_name, index_dir, json_out)  # before heavy imports
-        from .engine import Engine
-
-        ray_options = None
-        if engine == "ray" or ray_address is not None or ray_workers or gpus_per_worker:
-            from .distributed.options import RayOptions
-
-            ray_options = RayOptions(address=ray_address, workers=ray_workers,
-                                     gpus_per_worker=gpus_per_worker)
-        settings = _settings(batch_size=batch_size, device=device, max_pixels=max_pixels,
-                             decode_workers=workers, follow_symlinks=follow_symlinks,
-                             checkpoint_images=checkpoint)
-        with Engine.open(index_dir, name=index_name, model=model, settings=settings,
-                         reindex=reindex, db=db) as eng:
+        job = _IndexJob(options)
+        with job.open() as eng:
             with _progress_bar(True, "Indexing") as progress, _stdout_kept_clean(json_out):
-                report = eng.index(paths, exclude=exclude or (), include_hidden=include_hidden,
-                                   progress=progress, engine=engine,  # type: ignore[arg-type]
-                                   ray=ray_options, ocr=ocr, add_extensions=ext or (),
-                                   only_extensions=only_ext)
+                report = eng.index(paths, progress=progress, **job.run_options)
             if json_out:
                 data = report.to_dict()
                 data["index"] = str(eng.path)
@@ -317,6 +305,39 @@ def index(
     code = _run(body)
     if code:
         raise typer.Exit(code)
+
+
+class _IndexJob:
+    """What the options of `index` (which `watch` shares) ask for: how to open the index
+    and the keyword arguments of each index run."""
+
+    def __init__(self, options: dict[str, Any]) -> None:
+        self.options = options
+
+    def open(self) -> Any:
+        from .engine import Engine
+
+        o = self.options
+        settings = _settings(batch_size=o["batch_size"], device=o["device"],
+                             max_pixels=o["max_pixels"], decode_workers=o["workers"],
+                             follow_symlinks=o["follow_symlinks"],
+                             checkpoint_images=o["checkpoint"])
+        return Engine.open(o["index_dir"], name=o["index_name"], model=o["model"],
+                           settings=settings, reindex=o["reindex"], db=o["db"])
+
+    @property
+    def run_options(self) -> dict[str, Any]:
+        o = self.options
+        ray_options = None
+        if o["engine"] == "ray" or o["ray_address"] is not None or o["ray_workers"] or \
+                o["gpus_per_worker"]:
+            from .distributed.options import RayOptions
+
+            ray_options = RayOptions(address=o["ray_address"], workers=o["ray_workers"],
+                                     gpus_per_worker=o["gpus_per_worker"])
+        return {"exclude": o["exclude"] or (), "include_hidden": o["include_hidden"],
+                "engine": o["engine"], "ray": ray_options, "ocr": o["ocr"],
+                "add_extensions": o["ext"] or (), "only_extensions": o["only_ext"]}
 
 
 def _render_index_report(report: Any, index_path: Path) -> None:
@@ -346,6 +367,140 @@ def _render_index_report(report: Any, index_path: Path) -> None:
                    "the same command again once they can be reached (`vlmsearch info "
                    "--unavailable` lists them)", err=True)
     typer.echo(f"index: {index_path}")
+
+
+# --- watch ---------------------------------------------------------------------------------------
+def watch(**options: Any) -> None:
+    """Index the folders under PATHs, then keep the index up to date as files change.
+
+    Takes the options of `index`. After an ordinary index run, file system events (or, with
+    --poll, periodic scans) are applied as small index runs: new and changed files once they
+    stop changing (--settle), deleted and renamed ones too (a renamed file keeps its vector).
+    Other commands (query, info, serve) can use the index meanwhile. One line per round
+    (with --json one JSON object per line); Ctrl-C or SIGTERM stops, keeping everything
+    applied.
+    """
+    json_out = options["json_out"]
+
+    def body() -> None:
+        _fetch_model_first(options["model"], options["index_name"], options["index_dir"],
+                           json_out)
+        from .watch import WatchOptions
+
+        watch_options = WatchOptions(poll=options["poll"], debounce=options["debounce"],
+                                     settle=options["settle"]).checked()
+        job = _IndexJob(options)
+        show: list[Callable[[Any], None]] = [lambda event: None]  # the initial run's bar
+        with job.open() as eng, _stop_on_sigterm():
+            watcher = eng.watch(options["paths"], options=watch_options,
+                                progress=lambda event: show[0](event), **job.run_options)
+            rounds = watcher.rounds()
+            try:
+                with _progress_bar(True, "Indexing") as bar, _stdout_kept_clean(json_out):
+                    show[0] = bar
+                    done = next(rounds, None)
+                show[0] = lambda event: None  # later rounds are small: one line each
+                while done is not None:
+                    if done.initial:
+                        _say_watching(watcher, eng.path, json_out)
+                    _render_round(done, json_out)
+                    with _stdout_kept_clean(json_out):  # while index runs happen
+                        done = next(rounds, None)
+            except KeyboardInterrupt:
+                typer.echo("stopped watching: every change applied so far is saved", err=True)
+
+    _run(body)
+
+
+def _say_watching(watcher: Any, index_path: Path, json_out: bool) -> None:
+    if watcher.fallback_reason:
+        typer.echo(f"warning: file system events are unavailable ({watcher.fallback_reason}); "
+                   "scanning for changes instead", err=True)
+    how = ("file system events" if watcher.mode == "events"
+           else f"scans every {watcher.interval:g} s")
+    typer.echo(f"watching {len(watcher.roots)} folder(s) for changes ({how}); index: "
+               f"{index_path}; Ctrl-C stops", err=True)
+
+
+def _render_round(done: Any, json_out: bool) -> None:
+    data = done.to_dict()
+    if json_out:
+        sys.stdout.write(json.dumps(data) + "\n")  # one object per line, flushed at once
+        sys.stdout.flush()
+        return
+    if done.initial:
+        typer.echo(f"initial run: {data['added']} added, {data['updated']} updated, "
+                   f"{data['removed']} removed, {data['skipped']} skipped in "
+                   f"{data['seconds']:.1f}s")
+        return
+    typer.echo(f"round {data['round']}: {data['added']} added, {data['updated']} updated, "
+               f"{data['removed']} removed, {data['skipped']} skipped ({data['events']} "
+               f"events; {data['reused']} reused by content) in {data['seconds']:.1f}s, "
+               f"{data['latency']:.1f}s after the first change")
+
+
+@contextmanager
+def _stop_on_sigterm() -> Iterator[None]:
+    """SIGTERM stops like Ctrl-C does (finished work committed), not mid-write."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _command_with_options_of(base: Callable[..., Any], fn: Callable[..., Any],
+                             extra: list[Any], replace: dict[str, Any]) -> Callable[..., Any]:
+    """``fn`` (taking ``**options``) as a command with every option of ``base`` (so `watch`
+    has the options of `index` without a copy of them), ``replace``-d parameters swapped
+    and ``extra`` parameters added before ``--json``."""
+    import inspect
+
+    params = [replace.get(p.name, p) for p in
+              inspect.signature(base, eval_str=True).parameters.values()]
+    params = params[:-1] + extra + params[-1:]
+    fn.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    fn.__annotations__ = {p.name: p.annotation for p in params}
+    return fn
+
+
+def _watch_parameters() -> tuple[list[Any], dict[str, Any]]:
+    import inspect
+
+    keyword = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    extra = [
+        inspect.Parameter("poll", keyword, default=None, annotation=Annotated[
+            Optional[float], typer.Option(
+                "--poll", min=0.01, metavar="SECONDS", help="Scan for changes every SECONDS "
+                "instead of listening to file system events (network mounts, where events "
+                "do not arrive). Used anyway when events cannot be set up.",
+                show_default=False)]),
+        inspect.Parameter("settle", keyword, default=1.0, annotation=Annotated[
+            float, typer.Option(
+                "--settle", min=0, metavar="SECONDS", help="Read a new or changed file once "
+                "its size and time stayed the same for SECONDS (files still being written "
+                "are waited for).")]),
+        inspect.Parameter("debounce", keyword, default=0.5, annotation=Annotated[
+            float, typer.Option(
+                "--debounce", min=0, metavar="SECONDS", help="Apply changes once no new "
+                "event came for SECONDS (a big copy becomes one or a few rounds).")]),
+    ]
+    replace = {"paths": inspect.Parameter("paths", keyword, annotation=Annotated[
+        list[Path], typer.Argument(metavar="PATH", help="Folders to index and watch "
+                                   "(recursively).", show_default=False)])}
+    return extra, replace
+
+
+app.command()(_command_with_options_of(index, watch, *_watch_parameters()))
 
 
 # --- query ---------------------------------------------------------------------------------------
@@ -629,6 +784,50 @@ def remove(
             _print_json({"removed": n})
         else:
             typer.echo(f"{n} files removed from the index")
+
+    _run(body)
+
+
+# --- duplicates ----------------------------------------------------------------------------------
+@app.command()
+def duplicates(
+    index_name: IndexName = None,
+    index_dir: IndexDir = None,
+    similar: Annotated[bool, typer.Option(
+        "--similar", help="Also group similar pictures that are not the same picture (burst "
+        "shots, mirrored copies).")] = False,
+    min_score: Annotated[Optional[float], typer.Option(
+        "--min-score", min=-1.0, max=1.0, metavar="S", help="Link near duplicates only when "
+        "their vectors' cosine similarity is also at least S (the rule alone asks 0.58 plus "
+        "0.01 per differing hash bit, at most 22 of 64); with --similar, S replaces the "
+        "similar threshold (0.75).", show_default=False)] = None,
+    json_out: JsonOut = False,
+) -> None:
+    """List groups of duplicate pictures in the index.
+
+    exact: the same file content; near: the same picture resized, recompressed, cropped or
+    rotated a little, re-exported or colour-tweaked; similar (with --similar): close shots.
+    Each group has a score (1.0 for exact; else the cosine similarity of its weakest link).
+    Found from what the index stores: no picture is read again.
+    """
+
+    def body() -> None:
+        from .engine import Engine
+
+        with Engine.open(index_dir, name=index_name, create=False) as eng:
+            groups = eng.duplicates(similar=similar, min_score=min_score)
+        if json_out:
+            _print_json([g.to_dict() for g in groups])
+            return
+        for group in groups:
+            typer.echo(f"{group.kind} ({group.score:.3f}), {len(group.members)} files:")
+            for member in group.members:
+                typer.echo(f"  {_shown(member.path)}")
+        counts = {kind: sum(g.kind == kind for g in groups)
+                  for kind in ("exact", "near", "similar")}
+        files = sum(len(g.members) for g in groups)
+        shown = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n or kind != "similar")
+        typer.echo(f"{len(groups)} groups ({shown}) holding {files} files")
 
     _run(body)
 
@@ -993,6 +1192,13 @@ def serve(
         "(off by default: the server is read-only).")] = False,
     model: IndexModel = None,
     device: Device = "auto",
+    watch_paths: Annotated[Optional[list[Path]], typer.Option(
+        "--watch", metavar="PATH", help="Also keep the index up to date with the folder "
+        "PATH while serving, as `vlmsearch watch PATH` does (repeatable); results follow.",
+        show_default=False)] = None,
+    poll: Annotated[Optional[float], typer.Option(
+        "--poll", min=0.01, metavar="SECONDS", help="With --watch: scan for changes every "
+        "SECONDS instead of listening to file system events.", show_default=False)] = None,
 ) -> None:
     """Serve a search page and a JSON API for an index.
 
@@ -1024,10 +1230,39 @@ def serve(
                                "it can search and view the indexed pictures", err=True)
                 typer.echo(f"open {url}  (API: {url}openapi.json; Ctrl-C stops)")
 
-            run_server(eng, host=host, port=port, allow_indexing=allow_indexing,
-                       on_ready=ready)
+            background = _background_watch(eng, watch_paths, poll, device)
+            try:
+                run_server(eng, host=host, port=port, allow_indexing=allow_indexing,
+                           on_ready=ready)
+            finally:
+                if background is not None:
+                    background.stop()
 
     _run(body)
+
+
+def _background_watch(eng: Any, paths: Optional[list[Path]], poll: Optional[float],
+                      device: str) -> Any:
+    """`serve --watch`: a watcher thread on its own engine for the served index."""
+    if not paths:
+        return None
+    from .engine import Engine
+    from .watch import BackgroundWatch, WatchOptions
+
+    def say(done: Any) -> None:
+        data = done.to_dict()
+        typer.echo(f"watch: round {data['round']}: {data['added']} added, {data['updated']} "
+                   f"updated, {data['removed']} removed in {data['seconds']:.1f}s", err=True)
+
+    def failed(exc: BaseException) -> None:
+        typer.echo(f"error: watching stopped: {exc}", err=True)
+
+    background = BackgroundWatch(
+        lambda: Engine.open(eng.path, settings=_settings(device=device), create=False),
+        [str(p) for p in paths], options=WatchOptions(poll=poll).checked(), on_round=say,
+        on_error=failed)
+    background.start()
+    return background
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import native_output
 from .config import DEFAULT_MODEL, Settings, index_dir_for
+from .duplicates import DuplicateGroup, DuplicateRule, find_groups
 from .encoders.base import Encoder
 from .encoders.loaded import LoadedModel
 from .encoders.registry import load_encoder
@@ -48,6 +49,7 @@ from .store.records import FileRecord, ModelRecord
 
 if TYPE_CHECKING:
     from .distributed.options import RayOptions
+    from .watch import Watcher, WatchOptions
 
 log = logging.getLogger("vlmsearch")
 
@@ -275,6 +277,32 @@ class Engine:
         self._export_fast_text(progress)
         return report
 
+    def watch(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        *,
+        exclude: Iterable[str] = (),
+        include_hidden: bool = False,
+        progress: ProgressCallback | None = None,
+        engine: Literal["local", "ray"] | None = None,
+        ray: RayOptions | None = None,
+        ocr: bool | None = None,
+        add_extensions: Iterable[str] = (),
+        only_extensions: Iterable[str] | None = None,
+        options: WatchOptions | None = None,
+    ) -> Watcher:
+        """A :class:`~vlmsearch.watch.Watcher` keeping this index in step with the folders
+        ``paths`` as files change: iterate its ``rounds()`` (the first is an ordinary
+        :meth:`index` run of ``paths``, with these options; then one round per settled batch
+        of file system events), ``stop()`` it from any thread. ``options``: polling,
+        debounce and settle times (:class:`~vlmsearch.watch.WatchOptions`); the extension
+        options as for :meth:`index`."""
+        from .watch import Watcher
+
+        return Watcher(self, paths, exclude=exclude, include_hidden=include_hidden,
+                       index_engine=engine, ray=ray, ocr=ocr, add_extensions=add_extensions,
+                       only_extensions=only_extensions, options=options, progress=progress)
+
     def _executor(
         self, engine: str | None, ray: RayOptions | None, encoder: Encoder,
         settings: Settings | None = None,
@@ -464,6 +492,27 @@ class Engine:
             updated=manifest.updated,
             formats=handle.store.format_counts(),
         )
+
+    def duplicates(
+        self,
+        *,
+        similar: bool = False,
+        min_score: float | None = None,
+        rule: DuplicateRule | None = None,
+    ) -> list[DuplicateGroup]:
+        """Groups of indexed files that hold the same picture: ``exact`` copies (same
+        content), ``near`` duplicates (resized, recompressed, slightly cropped or rotated,
+        re-exported, colour-tweaked: close vectors *and* close perceptual hashes) and, with
+        ``similar``, ``similar`` pictures (burst shots, mirrored copies: close vectors).
+        ``min_score``: near links also need at least this cosine (with ``similar``: the
+        similar threshold); ``rule`` sets every threshold
+        (:class:`~vlmsearch.duplicates.DuplicateRule`, defaults documented there and in the
+        README). Found from the stored vectors and hashes; no file is read."""
+        chosen = (rule or DuplicateRule()).with_min_score(min_score, similar=similar)
+        store = self._handle.store
+        with store.read() as conn:
+            table = store.contents(conn)
+        return find_groups(table, chosen, similar=similar)
 
     def failed(self) -> list[FileRecord]:
         """Files that could not be indexed, with the reason."""

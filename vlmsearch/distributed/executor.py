@@ -175,8 +175,10 @@ def _result(block: dict[str, np.ndarray], row: int) -> FileResult:
     if error:
         return FileResult(item, error=error, vanished=bool(block["vanished"][row]))
     vector: Any = None
+    phash: int | None = None
     if bool(block["has_vector"][row]):
         vector = np.array(block["vector"][row], dtype=np.float32)
+        phash = int(block["phash"][row])
     meta = PhotoMeta(**json.loads(str(block["meta"][row]))) if block["meta"][row] else PhotoMeta()
     return FileResult(item, str(block["digest"][row]), int(block["width"][row]),
-                      int(block["height"][row]), vector, meta=meta)
+                      int(block["height"][row]), vector, meta=meta, phash=phash)

@@ -7,7 +7,9 @@ A block is a dict of NumPy columns, ``i`` (the file's position in the driver's t
   (what the photo says about itself, :class:`~vlmsearch.photo_meta.PhotoMeta` as JSON);
 * ``error`` (``""`` when decoded) and ``vanished`` (the file disappeared: nothing to record);
 * ``vector`` (N×dim float32) and ``has_vector``: False for failed files and for contents whose
-  digest the store already had when the run started (their vector is reused, not recomputed).
+  digest the store already had when the run started (their vector is reused, not recomputed);
+* ``phash``: the perceptual hash (:mod:`vlmsearch.phash`) of the same pixels, where
+  ``has_vector``.
 
 Decoding uses vlmsearch's safe decoder (:func:`vlmsearch.decode.decode_file`), so a bad file
 fails here exactly as it does in the local indexer, with the same reason. Nothing here writes
@@ -26,6 +28,7 @@ from ..decode import DecodedImage, DecodeError, ImageSpec
 from ..encoders.base import Encoder
 from ..encoders.registry import load_encoder
 from ..errors import ModelMismatchError
+from ..phash import phashes
 from ..pipeline import decode_parallel
 
 Block = dict[str, np.ndarray]
@@ -151,4 +154,8 @@ class BlockEncoder:
             rows = todo[start:start + self.batch_size]
             vectors[rows] = self.encoder.encode_images(pixels[rows])
         block["vector"] = vectors
+        hashes = np.zeros(len(block["i"]), dtype=np.int64)  # made with the vector, same pixels
+        if len(todo):
+            hashes[todo] = phashes(pixels[todo])
+        block["phash"] = hashes
         return block

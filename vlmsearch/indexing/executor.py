@@ -22,6 +22,7 @@ import numpy as np
 from ..config import Settings
 from ..decode import DecodedImage, DecodeError
 from ..encoders.base import Encoder
+from ..phash import phashes
 from ..photo_meta import NO_META, PhotoMeta
 from ..pipeline import decode_parallel
 from ..store.sync import Rebuilder, rebuild
@@ -44,6 +45,9 @@ class FileResult:
     vanished: bool = False
     """The file disappeared before it was read: nothing to record."""
     meta: PhotoMeta = NO_META
+    phash: int | None = None
+    """The perceptual hash of the decoded pixels (:mod:`vlmsearch.phash`), made with the
+    vector (None whenever ``vector`` is)."""
 
 
 class Executor(Protocol):
@@ -110,8 +114,12 @@ class LocalExecutor:
             if digest not in skip:
                 first.setdefault(digest, row)
         vectors: dict[int, np.ndarray] = {}
+        hashes: dict[int, int] = {}
         if first:
-            pixels = np.stack([batch[row][1].pixels for row in first.values()])
-            vectors = dict(zip(first.values(), self.encoder.encode_images(pixels), strict=True))
-        return [FileResult(item, d.digest, d.width, d.height, vectors.get(row), meta=d.meta)
+            rows = list(first.values())
+            pixels = np.stack([batch[row][1].pixels for row in rows])
+            vectors = dict(zip(rows, self.encoder.encode_images(pixels), strict=True))
+            hashes = dict(zip(rows, (int(h) for h in phashes(pixels)), strict=True))
+        return [FileResult(item, d.digest, d.width, d.height, vectors.get(row), meta=d.meta,
+                           phash=hashes.get(row))
                 for row, (item, d) in enumerate(batch)]

@@ -25,6 +25,7 @@ from ..decode import DecodeError, decode_file
 from ..encoders.base import Encoder
 from ..errors import VlmsearchError
 from ..ocr import OcrResult, TextReader
+from ..phash import phash
 from ..photo_meta import PhotoMeta, read_file_meta
 from ..places import Place, place_for
 from ..sources import FileRef
@@ -244,7 +245,8 @@ class _Run:
             report.reused += 1
         pending.indexed.append(IndexedFile(ref.path, ref.size, ref.mtime_ns, digest,
                                            result.width, result.height, vector, result.meta,
-                                           place_of(result.meta)))
+                                           place_of(result.meta),
+                                           result.phash if vector is not None else None))
         if state is not None and state.status == "ok":
             report.updated += 1
         else:
@@ -288,7 +290,8 @@ class _Run:
                 continue
             fixed[f.digest] = encoder.encode_images(decoded.pixels[None])[0]
             pending.indexed[n] = IndexedFile(f.path, f.size, f.mtime_ns, f.digest, f.width,
-                                             f.height, fixed[f.digest], f.meta, f.place)
+                                             f.height, fixed[f.digest], f.meta, f.place,
+                                             phash(decoded.pixels))
         # files whose content could not be re-read are left for the next run
         pending.indexed = [f for f in pending.indexed if f.digest not in missing - set(fixed)]
         pending.vectors.update(fixed)

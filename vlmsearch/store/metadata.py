@@ -35,6 +35,7 @@ from .lexical import delete_lexical, lexical_rows, write_lexical
 from .migrations import migrate
 from .pathkeys import PathKeys, platform_mode
 from .records import (
+    ContentTable,
     Delta,
     FailedFile,
     FileRecord,
@@ -247,6 +248,37 @@ class MetadataStore:
                 .where(FILES.c.status == "ok"))
         return {r.id: self._vec(r.vec) for r in select_in(conn, stmt, FILES.c.id, ids)}
 
+    def contents(self, conn: Connection, *, rows: int = STREAM_ROWS) -> ContentTable:
+        """Every indexed file (ok status) with the stored vector and perceptual hash of its
+        content, one row per distinct content: what duplicate groups are found from (no file
+        is read again)."""
+        files = conn.execute(sa.select(FILES.c.id, FILES.c.path, FILES.c.digest)
+                             .where(FILES.c.status == "ok", FILES.c.digest.is_not(None))
+                             .order_by(FILES.c.path_key)).all()
+        position: dict[str, int] = {}
+        vec_parts: list[np.ndarray] = []
+        hashes: list[int] = []
+        known: list[bool] = []
+        stmt = sa.select(VECTORS.c.digest, VECTORS.c.vec, VECTORS.c.phash)
+        result = conn.execute(stmt.execution_options(yield_per=rows))
+        for partition in result.partitions(rows):
+            for row in partition:
+                position[str(row.digest)] = len(position)
+                hashes.append(int(row.phash) if row.phash is not None else 0)
+                known.append(row.phash is not None)
+            vec_parts.append(np.frombuffer(b"".join(r.vec for r in partition),
+                                           dtype=np.float32).reshape(-1, self.dim))
+        vectors = (np.concatenate(vec_parts) if vec_parts
+                   else np.zeros((0, self.dim), dtype=np.float32))
+        kept = [(int(r.id), str(r.path), position[str(r.digest)]) for r in files
+                if str(r.digest) in position]
+        return ContentTable(
+            file_ids=np.array([k[0] for k in kept], dtype=np.int64),
+            file_paths=[k[1] for k in kept],
+            file_content=np.array([k[2] for k in kept], dtype=np.int64),
+            vectors=vectors, hashes=np.array(hashes, dtype=np.int64),
+            has_hash=np.array(known, dtype=bool))
+
     def changes_since(self, kind: Kind, seq: int, conn: Connection) -> Delta:
         """Ids to remove and (ids, vectors) to add to bring a copy at ``seq`` up to date."""
         now = _get_seq(conn)
@@ -369,11 +401,12 @@ class MetadataStore:
             keys += [self.keys.key(f.path) for f in failed]
             old_digests = {str(r.digest) for r in select_in(
                 conn, sa.select(FILES.c.digest), FILES.c.path_key, keys) if r.digest}
-            new_vectors = {f.digest: f.vector for f in indexed if f.vector is not None}
+            new_vectors = {f.digest: f for f in indexed if f.vector is not None}
             if new_vectors:
                 present = self.known_digests(new_vectors, conn)
-                rows = [{"digest": d, "vec": np.asarray(v, dtype=np.float32).tobytes()}
-                        for d, v in new_vectors.items() if d not in present]
+                rows = [{"digest": d, "vec": np.asarray(f.vector, dtype=np.float32).tobytes(),
+                         "phash": f.phash}
+                        for d, f in new_vectors.items() if d not in present]
                 if rows:
                     conn.execute(sa.insert(VECTORS), rows)
             file_rows = [

@@ -92,7 +92,15 @@ def _to_5(conn: Connection) -> None:
     set_meta(conn, path_keys=mode)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5}
+def _to_6(conn: Connection) -> None:
+    """``vectors.phash``: a perceptual hash made with each new vector, for duplicate groups
+    (vlmsearch.duplicates). Vectors stored before have none (NULL): their contents are
+    compared by vector alone until a ``--reindex`` makes both again."""
+    conn.execute(sa.text("ALTER TABLE vectors ADD COLUMN phash BIGINT"))
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {2: _to_2, 3: _to_3, 4: _to_4, 5: _to_5,
+                                                       6: _to_6}
 
 
 def migrate(conn: Connection, *, read_only: bool) -> int:

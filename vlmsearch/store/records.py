@@ -41,6 +41,8 @@ class IndexedFile:
     """None when the digest already has a vector in the store (moved or duplicate file)."""
     meta: PhotoMeta = NO_META
     place: Place = NOWHERE
+    phash: int | None = None
+    """The perceptual hash made with ``vector`` (:mod:`vlmsearch.phash`)."""
 
 
 def photo_row(meta: PhotoMeta, place: Place) -> dict[str, Any]:
@@ -106,3 +108,19 @@ class StoreState:
     seq: int
     model: ModelRecord | None
     pruned: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ContentTable:
+    """Indexed files and the distinct contents they hold (:meth:`MetadataStore.contents`).
+
+    File ``i`` has id ``file_ids[i]``, path ``file_paths[i]`` and content
+    ``file_content[i]``, a row of ``vectors`` (unit float32), ``hashes`` (perceptual, signed
+    64-bit) and ``has_hash`` (False for vectors stored before hashes were made)."""
+
+    file_ids: np.ndarray
+    file_paths: list[str]
+    file_content: np.ndarray
+    vectors: np.ndarray
+    hashes: np.ndarray
+    has_hash: np.ndarray

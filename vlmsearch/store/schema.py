@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 Kind = Literal["image", "text"]
 # 64-bit ids on PostgreSQL (a billion-image index with churn outgrows 2**31); SQLite keeps
 # INTEGER PRIMARY KEY, its 64-bit rowid, which AUTOINCREMENT needs.
@@ -93,11 +93,15 @@ class FileRow(Base):
 
 
 class VectorRow(Base):
-    """The image vector of one distinct file content."""
+    """The image vector of one distinct file content, and the perceptual hash of the same
+    decoded pixels (:mod:`vlmsearch.phash`; NULL for vectors stored before schema 6: those
+    contents are compared by their vectors alone, see :mod:`vlmsearch.duplicates`). Both
+    depend on how the model decodes, so ``--reindex`` drops both."""
 
     __tablename__ = "vectors"
     digest: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     vec: Mapped[bytes] = mapped_column(sa.LargeBinary)
+    phash: Mapped[int | None] = mapped_column(sa.BigInteger)
 
 
 class TextRow(Base):

@@ -131,6 +131,11 @@ def create_app(
         return FileResponse(STATIC / "index.html", media_type="text/html",
                             headers={"Cache-Control": "no-cache"})
 
+    @app.get("/duplicates", include_in_schema=False)
+    def duplicates_page() -> FileResponse:
+        return FileResponse(STATIC / "duplicates.html", media_type="text/html",
+                            headers={"Cache-Control": "no-cache"})
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # The last one added runs first: hosts are checked before bodies are read, and every

@@ -131,6 +131,19 @@ def build_router(
                               target=target, where=where, sort=sort, min_score=min_score,
                               match=match).to_dict()
 
+    @router.get("/duplicates", summary="Groups of duplicate pictures")
+    def duplicates(
+        similar: Annotated[bool, Query(description="also group similar pictures (burst "
+                                       "shots, mirrored copies)")] = False,
+        min_score: Annotated[float | None, Query(
+            ge=-1, le=1, description="near links also need this cosine (with similar: the "
+            "similar threshold)")] = None,
+    ) -> dict[str, Any]:
+        """`groups`: what `vlmsearch duplicates --json` prints, each `{"kind": "exact" |
+        "near" | "similar", "score": float, "members": [{"id", "path"}, ...]}`, surest
+        first; found from the stored vectors and hashes."""
+        return service.duplicates(similar=similar, min_score=min_score)
+
     @router.get("/image/{image_id}", summary="An indexed image, full size",
                 response_class=Response,
                 responses={200: {"content": {"image/jpeg": {}, "image/png": {}}}})

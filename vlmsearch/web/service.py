@@ -90,6 +90,15 @@ class SearchService:
         with self.lock:
             return self.engine.info().to_dict()
 
+    def duplicates(self, *, similar: bool = False, min_score: float | None = None
+                   ) -> dict[str, Any]:
+        """Duplicate groups as ``vlmsearch duplicates --json`` lists them."""
+        start = time.perf_counter()
+        with self.lock:
+            groups = self.engine.duplicates(similar=similar, min_score=min_score)
+        return {"groups": [g.to_dict() for g in groups], "count": len(groups),
+                "seconds": round(time.perf_counter() - start, 4)}
+
     def record(self, ident: int) -> FileRecord:
         """The indexed (status ok) file with this id, or :class:`NotInIndexError`."""
         with self.lock:
