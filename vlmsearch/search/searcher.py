@@ -94,7 +94,7 @@ class Searcher:
             query = combine(positives, negatives)
             allowed = None
             if not req.where.empty:
-                allowed = self._matching(req.where, conn, state)
+                allowed = self._allowed(req.where, conn, state)
             terms = terms_of(req.text) if req.text and req.match != "semantic" else []
             if terms and req.target == "images":
                 results = self._fused(req, query, terms, exclude, conn, state, allowed)
@@ -115,7 +115,7 @@ class Searcher:
         checked = (where or Filter()).checked()
         with self.handle.store.read() as conn:
             state = self.handle.store.state(conn)
-            allowed = None if checked.empty else self._matching(checked, conn, state)
+            allowed = None if checked.empty else self._allowed(checked, conn, state)
             return self._nearest(query, k, target, exclude_ids or set(), conn, state, allowed)
 
     def record(self, ident: int) -> FileRecord:
@@ -170,6 +170,14 @@ class Searcher:
             self._columns = PhotoColumns()
         self._columns.refresh(self.handle.store, conn, state)
         return self._columns.matches(where)
+
+    def _allowed(self, where: CheckedFilter, conn: Connection, state: StoreState
+                 ) -> np.ndarray | None:
+        """The ids a search may return, or None when ``where`` keeps every live image: the
+        search is then the unfiltered one, without the cost of a selector."""
+        ids = self._matching(where, conn, state)
+        assert self._columns is not None
+        return None if len(ids) == self._columns.live_count() else ids
 
     def _browse(self, req: CheckedRequest) -> SearchResults[Any]:
         """A filter alone: its matches in date order, ``k`` of them."""
