@@ -371,7 +371,7 @@ def _render_index_report(report: Any, index_path: Path) -> None:
 
 # --- watch ---------------------------------------------------------------------------------------
 def watch(**options: Any) -> None:
-    """Index the folders under PATHs, then keep the index up to date as files change.
+    """Index PATHs, then keep the index in step as files change.
 
     Takes the options of `index`. After an ordinary index run, file system events (or, with
     --poll, periodic scans) are applied as small index runs: new and changed files once they
