@@ -82,6 +82,53 @@ def short_list_specs() -> list[str]:
     return [b["spec"] for b in shipped_bundles()] + [r.spec for r in RECOMMENDED]
 
 
+# --- which languages a model reads --------------------------------------------------------------
+MULTILINGUAL_ARCH_WORDS = ("xlm-roberta", "nllb", "mt5", "multilingual")
+"""open_clip architectures whose text tower is multilingual (the rest were trained on English
+captions)."""
+
+
+def model_languages(spec: str) -> list[str] | None:
+    """The caption languages model ``spec`` was trained for (language tags; ``*`` for about
+    every language), or None when unknown. No torch import: bundles say so in bundle.json,
+    open_clip models by their text tower."""
+    from .encoders.bundle import bundle_languages, read_config, resolve_bundle_path
+
+    spec = spec.strip()
+    prefix, _, body = spec.partition(":")
+    if prefix == "fake":
+        return None
+    if prefix == "openclip":
+        rec = recommended(spec)
+        if rec is not None:
+            return ["en"] if rec.languages == "en" else ["*"]
+        arch = body.split("/")[0].split("@")[0].lower()
+        if any(word in arch for word in MULTILINGUAL_ARCH_WORDS):
+            return ["*"]
+        return None if "@" in body or arch.startswith("hf-hub") else ["en"]
+    folder = resolve_bundle_path(body if prefix == "bundle" else spec)
+    if folder is None:
+        return None
+    try:
+        return bundle_languages(read_config(folder))
+    except Exception:  # an unreadable bundle: loading the model reports it
+        return None
+
+
+def model_for_scripts(scripts: list[str]) -> str | None:
+    """A model that reads every one of ``scripts``: a shipped bundle trained for them, else the
+    recommended multilingual open_clip model."""
+    from .encoders.bundle import shipped_bundles
+    from .search.scripts import language_scripts
+
+    for b in shipped_bundles():
+        langs = b.get("languages") or []
+        if langs and set(scripts) <= language_scripts(langs):
+            return str(b["spec"])
+    multi = next((r for r in RECOMMENDED if r.languages != "en"), None)
+    return multi.spec if multi is not None else None
+
+
 # --- what a model needs from the network -------------------------------------------------------
 def hub_files(hub: str, what: str = WEIGHTS, size: int | None = None) -> RemoteFile:
     """The weights file named by an open_clip ``hf_hub`` entry, ``ORG/REPO/FILE`` or
