@@ -46,7 +46,7 @@ def test_e5_tower_gives_unit_vectors_that_cross_languages() -> None:
 
 
 def test_pairs_arguments_with_languages(tmp_path: Path) -> None:
-    from vlmsearch.errors import InputError
+    from vlmsearch.errors import InputError, UsageError
     from vlmsearch.pairs import PairSource, build_pair_sources
 
     assert PairSource.parse("zh=caps.tsv") == PairSource(Path("caps.tsv"), "zh")
@@ -67,7 +67,7 @@ def test_pairs_arguments_with_languages(tmp_path: Path) -> None:
     assert pairs.captions == ["one", "three", "一", "三"]
     assert pairs.caption_image.tolist() == [0, 1, 0, 1]
     assert pairs.caption_lang is not None and pairs.caption_lang.tolist() == [0, 0, 1, 1]
-    with pytest.raises(InputError, match="give each its language"):
+    with pytest.raises(UsageError, match="give each its language"):
         build_pair_sources([PairSource(tmp_path / "en.tsv"), PairSource(tmp_path / "zh.tsv")],
                            photos)
     (tmp_path / "zh.tsv").write_text("a.jpg\t一\n")

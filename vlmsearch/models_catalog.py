@@ -102,8 +102,12 @@ def model_languages(spec: str) -> list[str] | None:
         rec = recommended(spec)
         if rec is not None:
             return ["en"] if rec.languages == "en" else ["*"]
-        arch = body.split("/")[0].split("@")[0].lower()
-        if any(word in arch for word in MULTILINGUAL_ARCH_WORDS):
+        arch = body.split("@")[0]
+        if arch.endswith("/random") or (arch.count("/") == 1 and not arch.endswith(".json")):
+            arch = arch.rsplit("/", 1)[0]
+        if arch.endswith(".json"):
+            return _config_languages(Path(arch))
+        if any(word in arch.lower() for word in MULTILINGUAL_ARCH_WORDS):
             return ["*"]
         return None if "@" in body or arch.startswith("hf-hub") else ["en"]
     folder = resolve_bundle_path(body if prefix == "bundle" else spec)
@@ -113,6 +117,29 @@ def model_languages(spec: str) -> list[str] | None:
         return bundle_languages(read_config(folder))
     except Exception:  # an unreadable bundle: loading the model reports it
         return None
+
+
+def _config_languages(config: Path) -> list[str] | None:
+    """Languages of an open_clip model config file: multilingual when its Hugging Face text
+    tower is (by name, or by the ``model_type`` of a local tower folder), else English."""
+    import json
+
+    try:
+        text_cfg = json.loads(config.read_text(encoding="utf-8")).get("text_cfg", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    hf_name = str(text_cfg.get("hf_model_name") or "")
+    if not hf_name:
+        return ["en"]
+    kind = ""
+    local = Path(hf_name).expanduser() / "config.json"
+    if local.is_file():
+        try:
+            kind = str(json.loads(local.read_text(encoding="utf-8")).get("model_type", ""))
+        except (OSError, ValueError, AttributeError):
+            kind = ""
+    words = f"{hf_name} {kind}".lower()
+    return ["*"] if any(w in words for w in MULTILINGUAL_ARCH_WORDS) else None
 
 
 def model_for_scripts(scripts: list[str]) -> str | None:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UsageError
 
 _IMAGE_COLUMNS = ("image", "filename", "file_name", "image_id", "image_name", "path", "file")
 _CAPTION_COLUMNS = ("caption", "text", "sentence", "raw", "comment", "description")
@@ -67,7 +67,7 @@ class PairSource:
         if sep and rest and _LANG_RE.fullmatch(lang) and not Path(text).exists():
             return cls(Path(rest).expanduser(), lang.lower())
         if sep and not Path(text).exists() and not _LANG_RE.fullmatch(lang):
-            raise InputError(f"--pairs {text!r}: expected FILE or LANG=FILE with a language "
+            raise UsageError(f"--pairs {text!r}: expected FILE or LANG=FILE with a language "
                              "tag such as en or zh")
         return cls(Path(text).expanduser(), None)
 
@@ -76,11 +76,11 @@ def check_sources(sources: list[PairSource]) -> None:
     """Several pairs files must each declare a language, a different one."""
     if len(sources) > 1:
         if any(s.language is None for s in sources):
-            raise InputError("with several --pairs files, give each its language: "
+            raise UsageError("with several --pairs files, give each its language: "
                              "--pairs en=captions.tsv --pairs zh=captions-zh.tsv")
         langs = [s.language for s in sources]
         if len(set(langs)) != len(langs):
-            raise InputError(f"a language is given twice in --pairs ({', '.join(map(str, langs))})")
+            raise UsageError(f"a language is given twice in --pairs ({', '.join(map(str, langs))})")
 
 
 def read_pairs(path: str | os.PathLike[str]) -> dict[str, list[str]]:
