@@ -137,6 +137,7 @@ def test_script_note_in_library_and_cli(tmp_path: Path, colour_tree: Path,
         note = hits.warnings[0]
         assert "Chinese" in note and MULTI in note and "fake" in note
         assert eng.search(text="red").warnings == []
+        assert eng.search(text="红色", match="text").warnings == []  # words in pictures only
     result = runner.invoke(app, ["query", "一只狗在雪地里奔跑", "--index-dir", str(index)])
     assert result.exit_code == 0, result.stderr
     notes = [ln for ln in result.stderr.splitlines() if ln.startswith("note: ")]

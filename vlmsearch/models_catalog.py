@@ -12,6 +12,7 @@ there have none.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,17 @@ def model_languages(spec: str) -> list[str] | None:
     """The caption languages model ``spec`` was trained for (language tags; ``*`` for about
     every language), or None when unknown. No torch import: bundles say so in bundle.json,
     open_clip models by their text tower."""
+    found = _languages(spec.strip())
+    return list(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=64)
+def _languages(spec: str) -> tuple[str, ...] | None:
+    found = _find_languages(spec)
+    return tuple(found) if found is not None else None
+
+
+def _find_languages(spec: str) -> list[str] | None:
     from .encoders.bundle import bundle_languages, read_config, resolve_bundle_path
 
     spec = spec.strip()
@@ -312,7 +324,9 @@ def short_list() -> list[dict[str, Any]]:
     for b in shipped_bundles():
         entries.append({
             **b,
-            "role": "shipped, works offline" if b["spec"] == SHIPPED_DEFAULT else "shipped",
+            "role": ("shipped, works offline" if b["spec"] == SHIPPED_DEFAULT else
+                     "shipped, multilingual, works offline" if len(b.get("languages") or []) > 1
+                     else "shipped"),
             "download_bytes": 0,
             "languages": ", ".join(b.get("languages") or ["en"]),
             "speed": _speed(SHIPPED_SPEED.get(b["spec"])),

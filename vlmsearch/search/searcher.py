@@ -79,7 +79,8 @@ class Searcher:
             if limit:
                 warnings.append(f"the query text is longer than the model reads ({limit} "
                                 "tokens); only its beginning was used")
-        note = script_warning(" ".join(t for t in (req.text, *req.negative) if t), model.spec)
+        note = (None if req.match == "text" else  # words looked up in pictures only
+                script_warning(" ".join(t for t in (req.text, *req.negative) if t), model.spec))
         if note:
             warnings.append(note)
         with self.handle.store.read() as conn:
