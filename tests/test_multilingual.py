@@ -144,6 +144,14 @@ def test_script_note_in_library_and_cli(tmp_path: Path, colour_tree: Path,
     assert len(notes) == 1 and MULTI in notes[0], result.stderr
     result = runner.invoke(app, ["query", "red", "--index-dir", str(index)])
     assert "note:" not in result.stderr
+    # the web API hands the same note to the page
+    from fastapi.testclient import TestClient
+
+    from vlmsearch.web import create_app
+
+    with Engine.open(index, create=False) as eng:
+        body = TestClient(create_app(eng)).get("/api/search", params={"q": "红色"}).json()
+    assert len(body["warnings"]) == 1 and MULTI in body["warnings"][0]
 
 
 # --- training on two languages -------------------------------------------------------------------
@@ -224,7 +232,9 @@ def test_multilingual_bundle_is_listed_with_its_languages() -> None:
     assert entry["available"] is True and entry["dim"] <= 1024
     assert entry["languages"] == "en, zh"
     per = entry["dev_metrics"]["languages"]
-    assert per["zh"]["text_to_image"]["R@1"] >= 12.0 and per["en"]["text_to_image"]["R@1"] >= 15
+    # dev figures of the shipped heads (chance: 0.1); docs/fusion-head.md has them all
+    assert per["zh"]["text_to_image"]["R@1"] >= 9.0 and per["zh"]["image_to_text"]["R@1"] >= 10
+    assert per["en"]["text_to_image"]["R@1"] >= 18.0 and per["en"]["image_to_text"]["R@1"] >= 23
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
     block = result.stdout.split(MULTI, 1)[1].split("\n")[1]
@@ -299,5 +309,5 @@ def test_eval_on_chinese_dev_captions() -> None:
     metrics = json.loads(result.stdout)
     assert (metrics["images"], metrics["texts"]) == (200, 1000)
     # 200 images: chance R@1 is 0.5%
-    assert metrics["text_to_image"]["R@1"] >= 20.0, metrics
-    assert metrics["image_to_text"]["R@1"] >= 25.0, metrics
+    assert metrics["text_to_image"]["R@1"] >= 12.0, metrics
+    assert metrics["image_to_text"]["R@1"] >= 12.0, metrics
