@@ -311,3 +311,28 @@ def test_eval_on_chinese_dev_captions() -> None:
     # 200 images: chance R@1 is 0.5%
     assert metrics["text_to_image"]["R@1"] >= 12.0, metrics
     assert metrics["image_to_text"]["R@1"] >= 12.0, metrics
+
+
+def test_ensemble_projection_keeps_cosines_of_low_rank_outputs() -> None:
+    import torch
+
+    from vlmsearch.encoders.head import HeadConfig, HeadEnsemble, build_head
+    from vlmsearch.encoders.towers import TextFeatures
+
+    cfg = HeadConfig(dim=16, members=2, project_dim=8, img_arch="linear", image_features=12,
+                     text_features=10)
+    head = build_head(cfg)
+    assert isinstance(head, HeadEnsemble) and cfg.out_dim == 8
+    torch.manual_seed(0)
+    basis = torch.nn.functional.normalize(torch.randn(6, 32), dim=-1)  # outputs of rank 6
+    vectors = torch.nn.functional.normalize(torch.randn(50, 6) @ basis, dim=-1)
+    head.fit_projection(vectors)
+    projected = torch.nn.functional.normalize(vectors @ head.projection, dim=-1)  # type: ignore[operator]
+    torch.testing.assert_close(projected @ projected.T, vectors @ vectors.T, atol=1e-4, rtol=0)
+    head.eval()
+    img = head.encode_image(torch.rand(3, 12))
+    txt = head.encode_text(TextFeatures(torch.zeros(2, 1, 10), torch.ones(2, 1),
+                                        torch.rand(2, 10)))
+    assert img.shape == (3, 8) and txt.shape == (2, 8)
+    torch.testing.assert_close(img.norm(dim=-1), torch.ones(3))
+    assert "projection" in head.state_dict()

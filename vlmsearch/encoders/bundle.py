@@ -186,7 +186,7 @@ def write_bundle(folder: Path, config: dict[str, Any], state: dict[str, Any]) ->
 def vector_dim(head: dict[str, Any]) -> int:
     """Values per vector of a bundle's head config (``HeadConfig.out_dim``, computed here from
     the JSON so that listing bundles and opening indexes never import torch)."""
-    return int(head["dim"]) * int(head.get("members", 1))
+    return int(head.get("project_dim") or 0) or int(head["dim"]) * int(head.get("members", 1))
 
 
 def shipped_bundles() -> list[dict[str, Any]]:

@@ -15,13 +15,15 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from ..encoders.bundle import Towers, write_bundle
 from ..encoders.head import HeadConfig, HeadEnsemble, build_head
 from ..errors import UsageError
 from ..pairs import PairSet, PairSource, build_pair_sources, check_sources
 from .features import FeatureCache, image_features, text_features
-from .trainer import SplitFeatures, TrainConfig, TrainResult, score, train_head
+from .trainer import SplitFeatures, TrainConfig, TrainResult, embed_split, score, train_head
 
 MOBILENET_SHA256 = "e1cf789d2dc29edfb08c081d64a4ace9cec052537ffc6cf5d7781580bee5f9aa"
 
@@ -140,6 +142,8 @@ def train_bundle(
     members = final.members if isinstance(final, HeadEnsemble) else [final]
     for module, result in zip(members, results, strict=True):
         module.load_state_dict(result.state)
+    if head_cfg.project_dim and isinstance(final, HeadEnsemble):
+        fit_projection(final, train, train_cfg.eval_views)
     # Stored in half precision (half the size of a shipped bundle, no measurable loss); the
     # recorded dev metrics are those of the rounded weights, i.e. of what loading gives back.
     state = {k: v.half() if v.is_floating_point() else v for k, v in final.state_dict().items()}
@@ -179,6 +183,22 @@ def train_bundle(
     }
     write_bundle(out, config, state)
     return config
+
+
+def fit_projection(head: HeadEnsemble, train: SplitFeatures, views: list[str]) -> None:
+    """Fit an ensemble's PCA projection on its (half-precision) outputs for the training
+    images and captions (``HeadConfig.project_dim``)."""
+    import torch
+
+    rounded = {k: v.half().float() if v.is_floating_point() else v
+               for k, v in head.state_dict().items()}
+    head.load_state_dict(rounded)
+    head.project = False
+    try:
+        images, texts = embed_split(head, train, views)
+    finally:
+        head.project = True
+    head.fit_projection(torch.from_numpy(np.vstack([images, texts])))
 
 
 def _epoch_reporter(report: Report | None, member: int) -> Callable[[dict[str, Any]], None] | None:
