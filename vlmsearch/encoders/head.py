@@ -71,6 +71,10 @@ class HeadConfig:
     """Heads trained with different seeds whose unit outputs are concatenated (an ensemble:
     the score becomes the mean of the members' cosines); the bundle's vectors have
     ``dim × members`` values."""
+    project_dim: int = 0
+    """With an ensemble: project its ``dim × members`` values onto their first
+    ``project_dim`` principal directions (fitted on the training images and captions, after
+    training) and re-normalise, for smaller vectors; 0 keeps them all."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,7 +86,7 @@ class HeadConfig:
 
     @property
     def out_dim(self) -> int:
-        return self.dim * self.members
+        return self.project_dim or self.dim * self.members
 
     @property
     def image_input(self) -> str:
@@ -270,19 +274,38 @@ class HeadEnsemble(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.members = nn.ModuleList(FusionHead(cfg) for _ in range(cfg.members))
+        self.projection: torch.Tensor | None
+        if cfg.project_dim:
+            self.register_buffer("projection", torch.eye(cfg.dim * cfg.members,
+                                                         cfg.project_dim))
+        else:
+            self.projection = None
+        self.project = True
+        """Whether to apply ``projection`` (off while fitting it)."""
+
+    def _out(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        joined = torch.cat(parts, dim=-1) / math.sqrt(len(parts))
+        if self.projection is None or not self.project:
+            return joined
+        return F.normalize(joined @ self.projection.to(joined.dtype), dim=-1)
 
     def encode_image(self, fmap: torch.Tensor) -> torch.Tensor:
-        parts = [m.encode_image(fmap) for m in self.members]  # type: ignore[operator]
-        return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
+        return self._out([m.encode_image(fmap) for m in self.members])  # type: ignore[operator]
 
     def encode_text(self, feats: TextFeatures) -> torch.Tensor:
-        parts = [m.encode_text(feats) for m in self.members]  # type: ignore[operator]
-        return torch.cat(parts, dim=-1) / math.sqrt(len(parts))
+        return self._out([m.encode_text(feats) for m in self.members])  # type: ignore[operator]
+
+    def fit_projection(self, vectors: torch.Tensor) -> None:
+        """Set ``projection`` to the first ``project_dim`` principal directions (uncentred,
+        so cosines are kept as well as possible) of unprojected outputs ``vectors``."""
+        _, _, vh = torch.linalg.svd(vectors.double(), full_matrices=False)
+        assert self.projection is not None
+        self.projection.copy_(vh[: self.cfg.project_dim].T.to(self.projection.dtype))
 
 
 def build_head(cfg: HeadConfig) -> nn.Module:
     """The module a bundle's head weights load into."""
-    return HeadEnsemble(cfg) if cfg.members > 1 else FusionHead(cfg)
+    return HeadEnsemble(cfg) if cfg.members > 1 or cfg.project_dim else FusionHead(cfg)
 
 
 def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor, *,

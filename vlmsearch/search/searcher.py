@@ -30,6 +30,7 @@ from .fusion import fuse
 from .query_vector import combine
 from .request import CheckedRequest, ImageInput, SearchRequest, Target, check_k_and_target
 from .results import Hit, SearchResults, TextHit
+from .scripts import script_label, unread_scripts
 
 OVERFETCH = 8
 """Extra results asked of FAISS, for ids that a concurrent writer removed meanwhile."""
@@ -78,6 +79,10 @@ class Searcher:
             if limit:
                 warnings.append(f"the query text is longer than the model reads ({limit} "
                                 "tokens); only its beginning was used")
+        note = (None if req.match == "text" else  # words looked up in pictures only
+                script_warning(" ".join(t for t in (req.text, *req.negative) if t), model.spec))
+        if note:
+            warnings.append(note)
         with self.handle.store.read() as conn:
             state = self.handle.store.state(conn)
             if self.follow_switch(state):
@@ -269,3 +274,24 @@ class Searcher:
         found = [(s, i) for s, i in pairs if i in texts][:k]
         return SearchResults([TextHit(n + 1, s, texts[i][0], i, texts[i][1])
                               for n, (s, i) in enumerate(found)])
+
+
+def script_warning(text: str, spec: str) -> str | None:
+    """A note when ``text`` is written in a script that model ``spec`` was not trained for,
+    naming one that was (see :mod:`vlmsearch.search.scripts`)."""
+    if not text:
+        return None
+    from ..models_catalog import model_for_scripts, model_languages
+
+    languages = model_languages(spec)
+    if not languages:
+        return None
+    unread = unread_scripts(text, languages)
+    if not unread:
+        return None
+    what = " and ".join(script_label(s) for s in unread)
+    better = model_for_scripts(unread)
+    tail = (f"; an index made with --model {better} understands it" if better and better != spec
+            else "")
+    return (f"the query is in {what}, which this index's model ({spec}, trained on "
+            f"{', '.join(languages)}) was not trained for, so the results may be unrelated{tail}")

@@ -15,13 +15,15 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import __version__
 from ..encoders.bundle import Towers, write_bundle
 from ..encoders.head import HeadConfig, HeadEnsemble, build_head
 from ..errors import UsageError
-from ..pairs import PairSet, build_pairs
+from ..pairs import PairSet, PairSource, build_pair_sources, check_sources
 from .features import FeatureCache, image_features, text_features
-from .trainer import SplitFeatures, TrainConfig, TrainResult, score, train_head
+from .trainer import SplitFeatures, TrainConfig, TrainResult, embed_split, score, train_head
 
 MOBILENET_SHA256 = "e1cf789d2dc29edfb08c081d64a4ace9cec052537ffc6cf5d7781580bee5f9aa"
 
@@ -66,7 +68,8 @@ def load_split(towers: Towers, pairs: PairSet, *, views: list[str], head: HeadCo
                                 cache=cache, progress=progress) for v in views}
     texts = text_features(towers, pairs.captions, tokens=head.needs_tokens, cache=cache,
                           progress=progress)
-    return SplitFeatures(images, texts.mean, texts.tokens, texts.mask, pairs.caption_image)
+    return SplitFeatures(images, texts.mean, texts.tokens, texts.mask, pairs.caption_image,
+                         pairs.languages, pairs.caption_lang)
 
 
 def _reject_unknown(section: str, given: dict[str, Any], cls: type) -> None:
@@ -80,7 +83,8 @@ def _reject_unknown(section: str, given: dict[str, Any], cls: type) -> None:
 
 def train_bundle(
     *,
-    pairs_file: Path,
+    pairs_file: Path | None = None,
+    pairs: list[PairSource] | None = None,
     images_dir: Path,
     train_list: Path,
     dev_list: Path,
@@ -93,7 +97,13 @@ def train_bundle(
     device: str = "auto",
     report: Report | None = None,
 ) -> dict[str, Any]:
-    """Train a head and write the bundle to ``out``; returns the bundle config."""
+    """Train a head and write the bundle to ``out``; returns the bundle config. The captions
+    come from ``pairs_file``, or from ``pairs``: one file per language (``LANG=FILE``), whose
+    languages the bundle then declares and whose dev figures it reports one by one."""
+    sources = list(pairs or []) + ([PairSource(pairs_file)] if pairs_file is not None else [])
+    if not sources:
+        raise UsageError("no pairs file given")
+    check_sources(sources)
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; pick a new --out folder")
     _reject_unknown("head", head or {}, HeadConfig)
@@ -105,8 +115,9 @@ def train_bundle(
     head_cfg.txt_max_tokens = int(text_cfg.get("max_tokens", 128))
     head_cfg.txt_extra_layers = len(text_cfg.get("extra_layers") or ())
     towers = Towers(image_cfg, text_cfg, device=device)
-    train_pairs = build_pairs(pairs_file, images_dir, train_list)
-    dev_pairs = build_pairs(pairs_file, images_dir, dev_list)
+    train_pairs = build_pair_sources(sources, images_dir, train_list,
+                                     max_per_language=train_cfg.max_captions_per_language)
+    dev_pairs = build_pair_sources(sources, images_dir, dev_list)
     overlap = set(train_pairs.images) & set(dev_pairs.images)
     if overlap:
         raise UsageError(f"{len(overlap)} images are in both the train and the dev list; "
@@ -131,11 +142,14 @@ def train_bundle(
     members = final.members if isinstance(final, HeadEnsemble) else [final]
     for module, result in zip(members, results, strict=True):
         module.load_state_dict(result.state)
+    if head_cfg.project_dim and isinstance(final, HeadEnsemble):
+        fit_projection(final, train, train_cfg.eval_views)
     # Stored in half precision (half the size of a shipped bundle, no measurable loss); the
     # recorded dev metrics are those of the rounded weights, i.e. of what loading gives back.
     state = {k: v.half() if v.is_floating_point() else v for k, v in final.state_dict().items()}
     final.load_state_dict(state)
     epochs = [r.best["epoch"] for r in results]
+    metric_keys = ("text_to_image", "image_to_text", "mean_R@1", "languages", "epoch")
     best = {**score(final, dev, train_cfg.eval_views),
             "epoch": epochs[0] if len(epochs) == 1 else epochs}
     image_cfg = {**image_cfg, "views": list(train_cfg.eval_views)}
@@ -147,8 +161,9 @@ def train_bundle(
         "image_tower": image_cfg,
         "text_tower": text_cfg,
         "head": head_cfg.to_dict(),
+        **({"languages": list(train_pairs.languages)} if train_pairs.languages else {}),
         "training": {
-            "pairs": pairs_file.name, "pairs_sha256": _sha256(pairs_file),
+            **_pairs_record(sources),
             "train_list": train_list.name, "dev_list": dev_list.name,
             "train_images": len(train_pairs), "train_captions": len(train_pairs.captions),
             "dev_images": len(dev_pairs), "dev_captions": len(dev_pairs.captions),
@@ -159,11 +174,9 @@ def train_bundle(
             "parameters": sum(r.parameters for r in results),
             "vlmsearch": __version__,
         },
-        "dev_metrics": {key: best[key] for key in
-                        ("text_to_image", "image_to_text", "mean_R@1", "epoch")},
+        "dev_metrics": {key: best[key] for key in metric_keys if key in best},
         "members": [{"seed": train_cfg.seed + i, "dev_metrics": {
-                        k: r.best[k] for k in ("text_to_image", "image_to_text", "mean_R@1",
-                                               "epoch")},
+                        k: r.best[k] for k in metric_keys if k in r.best},
                      "history": [{k: h[k] for k in ("epoch", "loss", "mean_R@1", "temperature")}
                                  for h in r.history]}
                     for i, r in enumerate(results)],
@@ -172,10 +185,34 @@ def train_bundle(
     return config
 
 
+def fit_projection(head: HeadEnsemble, train: SplitFeatures, views: list[str]) -> None:
+    """Fit an ensemble's PCA projection on its (half-precision) outputs for the training
+    images and captions (``HeadConfig.project_dim``)."""
+    import torch
+
+    rounded = {k: v.half().float() if v.is_floating_point() else v
+               for k, v in head.state_dict().items()}
+    head.load_state_dict(rounded)
+    head.project = False
+    try:
+        images, texts = embed_split(head, train, views)
+    finally:
+        head.project = True
+    head.fit_projection(torch.from_numpy(np.vstack([images, texts])))
+
+
 def _epoch_reporter(report: Report | None, member: int) -> Callable[[dict[str, Any]], None] | None:
     if report is None:
         return None
     return lambda metrics: report("epoch", {**metrics, "member": member})
+
+
+def _pairs_record(sources: list[PairSource]) -> dict[str, Any]:
+    """What bundle.json says about the caption files (one plain file: as before)."""
+    if len(sources) == 1 and sources[0].language is None:
+        return {"pairs": sources[0].path.name, "pairs_sha256": _sha256(sources[0].path)}
+    return {"pairs": [{"language": s.language, "file": s.path.name,
+                       "sha256": _sha256(s.path)} for s in sources]}
 
 
 def _sha256(path: Path) -> str:

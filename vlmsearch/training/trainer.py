@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from ..encoders.head import FusionHead, HeadConfig, info_nce
 from ..encoders.towers import TextFeatures
-from ..evaluation import retrieval_metrics
+from ..evaluation import split_metrics
 
 
 @dataclass
@@ -45,6 +45,10 @@ class TrainConfig:
     encoding: test-time augmentation)."""
     patience: int = 8
     seed: int = 0
+    max_captions_per_language: int = 0
+    """Train on at most this many captions of each image per language (0: all); the dev
+    split is always scored on all of its captions. Fewer captions cost fewer text-tower
+    passes on the first run."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +69,10 @@ class SplitFeatures:
     text_tokens: np.ndarray | None
     text_mask: np.ndarray | None
     caption_image: np.ndarray
+    languages: tuple[str, ...] = ()
+    caption_lang: np.ndarray | None = None
+    """With captions in several languages: ``caption_lang[j]`` indexes ``languages``, and the
+    split is scored per language (:func:`vlmsearch.evaluation.split_metrics`)."""
 
     def image_captions(self) -> list[np.ndarray]:
         order = np.argsort(self.caption_image, kind="stable")
@@ -118,9 +126,11 @@ def embed_split(head: torch.nn.Module, split: SplitFeatures, views: Sequence[str
 def score(head: torch.nn.Module, split: SplitFeatures,
           views: Sequence[str] = ("center",)) -> dict[str, Any]:
     image_vecs, text_vecs = embed_split(head, split, views)
-    metrics: dict[str, Any] = retrieval_metrics(image_vecs, text_vecs, split.caption_image)
-    metrics["mean_R@1"] = round(0.5 * (metrics["text_to_image"]["R@1"]
-                                       + metrics["image_to_text"]["R@1"]), 2)
+    metrics: dict[str, Any] = split_metrics(image_vecs, text_vecs, split.caption_image,
+                                            split.languages, split.caption_lang)
+    for part in [metrics, *metrics.get("languages", {}).values()]:
+        part["mean_R@1"] = round(0.5 * (part["text_to_image"]["R@1"]
+                                        + part["image_to_text"]["R@1"]), 2)
     return metrics
 
 
