@@ -326,6 +326,28 @@ def test_rounds_ignore_other_files_and_apply_a_burst_at_once(tmp_path: Path) -> 
         assert eng.info().images == 6
 
 
+def test_rounds_follow_the_extension_options_of_index(tmp_path: Path) -> None:
+    """--only-ext / --ext reach the watcher: files of other types never start a round, an
+    added extension does, and the round's index run takes the same set."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    with Engine.open(tmp_path / "index", model="fake") as eng:
+        watcher = eng.watch([photos], only_extensions=[".png"], add_extensions=[".pic"],
+                            options=WatchOptions(settle=0.3, debounce=0.5))
+        with stopped_after(watcher):
+            rounds = watcher.rounds()
+            assert next(rounds).initial
+            picture("red").save(photos / "red.jpg", format="JPEG")  # not a type it takes
+            picture("green").save(photos / "green.pic", format="PNG")
+            make_image(photos / "blue.png", "blue")
+            done = next(rounds)
+            assert done.report is not None and done.report.added == 2
+            watcher.stop()
+            assert list(rounds) == []
+        assert sorted(Path(h.path).name for h in eng.search(text="red", k=10)) == [
+            "blue.png", "green.pic"]
+
+
 @pytest.mark.slow
 def test_after_a_kill_the_next_start_catches_up(tmp_path: Path) -> None:
     photos = tmp_path / "photos"
