@@ -590,12 +590,7 @@ def test_serve_runs_a_real_server(engine: Engine) -> None:
         assert second.returncode == 2 and "already in use" in second.stderr
         assert "Traceback" not in second.stderr
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
+        stop_server(proc)
     assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(url, timeout=5)

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +20,7 @@ import pytest
 from PIL import Image
 
 from tests.imagegen import scene
-from tests.test_web_api import start_server
+from tests.test_web_api import serving
 from vlmsearch import Engine
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -82,16 +80,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         assert report.added == sum(len(v) for v in SCENES.values())
         eng.add_texts(CAPTIONS, source="captions.txt")
     env_home = os.environ.get("VLMSEARCH_HOME")
-    proc, url = start_server(index, "--port", "0")
-    try:
+    with serving(index) as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        assert env_home == os.environ.get("VLMSEARCH_HOME")
+    assert env_home == os.environ.get("VLMSEARCH_HOME")
 
 
 @pytest.fixture(scope="module")
