@@ -219,16 +219,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 def test_the_duplicates_page_shows_groups_in_a_browser(engine: Engine) -> None:
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="Playwright is not installed (pip install -e '.[dev]')")
-    from tests.test_web_browser import CHROMIUM_ARGS
+    from tests.test_web_browser import chromium_page
 
     index = engine.path
     engine.close()  # the server opens it itself
-    with serving(index) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        page.set_default_timeout(15_000)
-        problems: list[str] = []
-        page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    with serving(index) as url, sync_api.sync_playwright() as p, \
+            chromium_page(p) as (page, problems):
         page.goto(url)
         page.click("text=Duplicates")
         page.wait_for_selector(".dup-group")
@@ -258,8 +254,7 @@ def test_the_duplicates_page_shows_groups_in_a_browser(engine: Engine) -> None:
         page.goto(url + "api/../duplicates?min_score=5")
         page.wait_for_selector("#error:not([hidden])")
         assert "min_score" in page.locator("#error").inner_text()
-        browser.close()
-        assert not problems, problems
+    assert not problems, problems
 
 
 def test_reindex_drops_the_hashes_with_the_vectors_and_remakes_both(engine: Engine,

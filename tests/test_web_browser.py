@@ -13,6 +13,7 @@ import os
 import re
 import zlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,21 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with serving(index) as url:
         yield url
     assert env_home == os.environ.get("VLMSEARCH_HOME")
+
+
+@contextmanager
+def chromium_page(playwright: Any) -> Iterator[tuple[Any, list[str]]]:
+    """A page of a fresh Chromium (1280×860, 15 s timeouts) and the list its script errors
+    are added to; the browser is closed after the block."""
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    try:
+        page = chromium.new_page(viewport={"width": 1280, "height": 860})
+        page.set_default_timeout(15_000)
+        problems: list[str] = []
+        page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+        yield page, problems
+    finally:
+        chromium.close()
 
 
 @pytest.fixture(scope="module")

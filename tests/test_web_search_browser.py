@@ -16,7 +16,7 @@ import pytest
 
 from tests.exifgen import exif_block
 from tests.test_web_api import serving
-from tests.test_web_browser import CHROMIUM, CHROMIUM_ARGS, card_names, scene, sync_api
+from tests.test_web_browser import CHROMIUM, card_names, chromium_page, scene, sync_api
 from tests.textgen import cjk_font, screen
 from vlmsearch import Engine
 
@@ -57,16 +57,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path
 @pytest.fixture
 def page(server: tuple[str, Path]) -> Iterator[Any]:
     url, _ = server
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        page.set_default_timeout(15_000)
-        problems: list[str] = []
-        page.on("pageerror", lambda exc: problems.append(f"script error: {exc}"))
+    with sync_api.sync_playwright() as p, chromium_page(p) as (page, problems):
         page.goto(url)
         yield page
-        browser.close()
-        assert not problems, problems
+    assert not problems, problems
 
 
 def _names(page: Any) -> list[str]:
@@ -129,10 +123,8 @@ def test_text_in_pictures_is_shown_with_the_match_highlighted(
     index = tmp_path_factory.mktemp("ocr-web") / "index"
     with Engine.open(index, model="fake") as eng:
         assert eng.index([root], ocr=True).ocr_with_text == 2
-    with serving(index) as url, sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1280, "height": 860})
-        page.set_default_timeout(15_000)
+    with serving(index) as url, sync_api.sync_playwright() as p, \
+            chromium_page(p) as (page, _):
         for query, name, marked in (("gate B12", "pass.png", "B12"),
                                     ("发票", "fapiao.png", "发票")):
             page.goto(f"{url}?q={query}")
@@ -140,4 +132,3 @@ def test_text_in_pictures_is_shown_with_the_match_highlighted(
             sync_api.expect(first.locator(".name")).to_have_text(name)
             marks = first.locator(".ocr mark").all_inner_texts()
             assert marked in [m.strip() for m in marks], marks
-        browser.close()
