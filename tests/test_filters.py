@@ -167,3 +167,39 @@ def test_hostile_exif_never_stops_a_run_and_never_reaches_the_terminal(tmp_path:
     with Engine.open(tmp_path / "i", create=False) as eng:
         hits = eng.search(text="red", k=10)
         assert all(h.taken is None or h.taken.startswith("2020") for h in hits)
+
+
+def test_date_windows_match_the_same_images_whichever_way_they_are_found() -> None:
+    """A narrow date window is read off the date order, a wide one tested row by row: both
+    must give exactly the images a direct test of every row gives, undated and deleted
+    images included, with the other filters on top."""
+    import numpy as np
+
+    from vlmsearch.search.columns import PhotoColumns
+    from vlmsearch.search.filters import CheckedFilter
+
+    rng = np.random.default_rng(0)
+    n = 4000
+    taken = rng.uniform(1.4e9, 1.7e9, n)
+    taken[rng.random(n) < 0.2] = np.nan  # a fifth have no date
+    live = rng.random(n) > 0.05
+    rows = [(i + 1, f"/p/{'ab'[i % 2]}/{i}.jpg".encode(), "ok" if live[i] else "failed",
+             None if np.isnan(taken[i]) else float(taken[i]), None, None,
+             "Canon" if i % 3 else "Apple", "X", None, None, None, None, None, None)
+            for i in range(n)]
+    columns = PhotoColumns()
+    columns._put(rows)
+    ids = np.arange(1, n + 1)
+    for width in (1e6, 3e7, 1.2e8, 2.8e8):  # under and over half of the images
+        for _ in range(5):
+            after = float(rng.uniform(1.4e9, 1.7e9 - width))
+            for extra in ({}, {"camera": "apple"}, {"folders": ("/p/a",)}):
+                where = CheckedFilter(after_ts=after, before_ts=after + width, **extra)
+                want = live & (taken >= after) & (taken <= after + width)
+                if extra.get("camera"):
+                    want &= ids % 3 == 1
+                if extra.get("folders"):
+                    want &= ids % 2 == 1
+                assert sorted(columns.matches(where).tolist()) == ids[want].tolist()
+    only_after = CheckedFilter(after_ts=1.69e9)
+    assert sorted(columns.matches(only_after).tolist()) == ids[live & (taken >= 1.69e9)].tolist()

@@ -78,3 +78,85 @@ def test_empty_index_search_returns_nothing() -> None:
     index = VectorIndex(8)
     _, ids = index.search(np.ones((1, 8), np.float32) / np.sqrt(8), 5)
     assert (ids == -1).all()
+
+
+def _recall(found: np.ndarray, truth: list[set[int]]) -> float:
+    return float(np.mean([len(t & set(f.tolist())) / max(1, min(10, len(t)))
+                          for t, f in zip(truth, found, strict=True)]))
+
+
+def test_filtered_ivf_search_is_the_top_k_among_the_matches(tmp_path: Path) -> None:
+    vecs = clustered(8000, clusters=60)
+    ids = np.arange(8000) * 2 + 1
+    built = VectorIndex.build(32, ids, vecs, exact_limit=1000)
+    built.save(tmp_path / "ivf.faiss")
+    index = VectorIndex.load(tmp_path / "ivf.faiss", 32, writable=False, kind=built.kind,
+                             tuning=built.tuning)
+    q = clustered(60, clusters=60, seed=3)
+    rng = np.random.default_rng(0)
+    # few matches (fewer than the cells' worth the rule wants): every cell holding one is
+    # visited, so the answer is exact, whatever the query
+    few = np.sort(rng.choice(ids, 40, replace=False))
+    pick = np.isin(ids, few)
+    _, found = index.search(q, 10, allowed=few)
+    assert [set(r.tolist()) for r in found] == exact_top(vecs[pick], ids[pick], q, 10)
+    # a filter unrelated to content, and one that follows it (the points nearest one centre,
+    # as a folder of similar photos is): the matches' own top 10 either way
+    uniform = np.sort(rng.choice(ids, 800, replace=False))
+    near_one = ids[np.argsort(-(vecs @ vecs[0]))[:600]]
+    for allowed in (uniform, np.sort(near_one)):
+        pick = np.isin(ids, allowed)
+        _, found = index.search(q, 10, allowed=allowed)
+        assert set(found.ravel().tolist()) - {-1} <= set(allowed.tolist())
+        assert _recall(found, exact_top(vecs[pick], ids[pick], q, 10)) >= 0.95
+    # most ids match: the unmatched ones (each query's own nearest 5) never come back, and a
+    # filter leaving out just the region near the query still finds the matches' own top 10
+    for allowed in (np.setdiff1d(ids, [ids[i] for row in np.argsort(-(q @ vecs.T), axis=1)
+                                       for i in row[:5]]),
+                    np.setdiff1d(ids, ids[np.argsort(-(vecs @ q[0]))[:3500]])):
+        pick = np.isin(ids, allowed)
+        _, found = index.search(q, 10, allowed=allowed)
+        assert set(found.ravel().tolist()) - {-1} <= set(allowed.tolist())
+        assert _recall(found, exact_top(vecs[pick], ids[pick], q, 10)) >= 0.95
+    # ids the filter names but the index lacks are no trouble; an empty match set is empty
+    _, found = index.search(q[:1], 10, allowed=np.array([10**7, 3, 5]))
+    assert set(found[0].tolist()) - {-1} == {3, 5}
+    assert (index.search(q[:1], 5, allowed=np.zeros(0, np.int64))[1] == -1).all()
+
+
+def test_filtered_search_follows_changes_to_the_index(tmp_path: Path) -> None:
+    vecs = clustered(3000)
+    ids = np.arange(3000)
+    writable = VectorIndex.build(32, ids, vecs, exact_limit=1000)
+    writable.save(tmp_path / "ivf.faiss")
+    ro = VectorIndex.load(tmp_path / "ivf.faiss", 32, writable=False, kind=writable.kind,
+                          tuning=writable.tuning)
+    allowed = np.arange(0, 3000, 7)
+    for index in (writable, ro):
+        index.search(vecs[:1], 10, allowed=allowed)  # builds what filtered search keeps
+        index.remove(np.array([0, 7]))                # 0 and 7 match: they must not return
+        index.add(np.array([5000]), vecs[7][None])    # a new matching copy of vector 7
+    with_new = np.append(allowed, 5000)
+    for index in (writable, ro):
+        _, found = index.search(vecs[[0, 7]], 3, allowed=with_new)
+        assert 0 not in found and 7 not in found
+        assert found[1][0] == 5000
+
+
+def test_cell_counts_agree_whichever_way_they_are_taken() -> None:
+    import faiss
+
+    from vlmsearch.store.filtered_ivf import CellMap
+
+    vecs = clustered(3000)
+    ids = np.arange(3000) * 5 + 2
+    index = VectorIndex.build(32, ids, vecs, exact_limit=1000)
+    cell_map = CellMap(faiss.downcast_index(index._base))
+    matches = np.random.default_rng(2).choice(ids, 700, replace=False)
+    member = np.zeros(ids.max() + 1, dtype=bool)
+    member[matches] = True
+    every = cell_map.counts(matches)
+    assert every.sum() == 700
+    some = np.random.default_rng(3).permutation(cell_map.nlist)[:40]
+    np.testing.assert_array_equal(cell_map.counts_in(some, member), every[some])
+    assert (cell_map.cells_of(np.array([1, 10**9])) == -1).all()

@@ -74,6 +74,10 @@ class PhotoColumns:
         self.folders, self.exts, self.cameras, self.places = _Codes(), _Codes(), _Codes(), _Codes()
 
     def _grow(self, n: int) -> None:
+        self._by_date: np.ndarray | None = None
+        self._sorted_taken = np.zeros(0)
+        self._ids_by_date = np.zeros(0, dtype=np.int64)
+        self._live_count: int | None = None
         self.live = np.zeros(n, dtype=bool)
         self.taken = np.full(n, np.nan)
         self.lat = np.full(n, np.nan, dtype=np.float32)
@@ -105,7 +109,8 @@ class PhotoColumns:
         pos = np.searchsorted(self.ids, ids)
         inside = pos < len(self.ids)
         pos, ids = pos[inside], ids[inside]
-        self.live[pos[self.ids[pos] == ids]] = False
+        self.live[pos[self.ids[pos] == ids]] = False  # the date order still holds
+        self._live_count = None
 
     def _put(self, rows: Sequence[Any]) -> None:
         """Take ``rows`` (new or changed files) into the columns. Per row only tuples and
@@ -127,6 +132,8 @@ class PhotoColumns:
             for name in _ARRAYS:
                 setattr(self, name, getattr(self, name)[order])
         pos = np.searchsorted(self.ids, ids)
+        self._by_date = None  # dates may have changed
+        self._live_count = None
         nan = math.nan
         split = [bytes(r[1]).rpartition(_SEP) for r in rows]
         self.folder[pos] = self.folders.codes(parent for parent, _, _ in split)
@@ -143,32 +150,65 @@ class PhotoColumns:
 
     # --- matching ----------------------------------------------------------------------------
     def matches(self, where: CheckedFilter) -> np.ndarray:
-        """The ids of live images matching ``where``, ascending."""
-        mask = self.live.copy()
-        if where.after_ts is not None:
-            mask &= self.taken >= where.after_ts  # NaN (no date) compares False
-        if where.before_ts is not None:
-            mask &= self.taken <= where.before_ts
+        """The ids of live images matching ``where``, in no particular order. A date window
+        holding under half of the images is found in the date order (cost: its size);
+        otherwise every row is tested (about a millisecond per test for a million)."""
+        rows_slice = self._date_window(where)  # sorts the dates when it needs them
+        rows = (None if rows_slice is None or self._by_date is None
+                else self._by_date[rows_slice])
+        if rows is None:
+            mask = self.live.copy()
+            if where.after_ts is not None:
+                mask &= self.taken >= where.after_ts  # NaN (no date) compares False
+            if where.before_ts is not None:
+                mask &= self.taken <= where.before_ts
+        else:
+            mask = self.live[rows]
+
+        def column(values: np.ndarray) -> np.ndarray:
+            return values if rows is None else values[rows]
+
+        ids = self.ids if rows is None else self._ids_by_date[rows_slice]
+
         if where.folders:
             tops = where.folders
-            mask &= np.isin(self.folder, self.folders.matching(
+            mask &= np.isin(column(self.folder), self.folders.matching(
                 lambda f: any(is_under(os.fsdecode(f or _SEP), top) for top in tops)))
         if where.types:
-            mask &= np.isin(self.ext, self.exts.matching(
+            mask &= np.isin(column(self.ext), self.exts.matching(
                 lambda e: os.fsdecode(e) in where.types))
         if where.camera:
             wanted = where.camera
-            mask &= np.isin(self.camera, self.cameras.matching(
+            mask &= np.isin(column(self.camera), self.cameras.matching(
                 lambda c: wanted in (_camera(*c) or "").casefold()))
         if where.place:
             parts = where.place
-            mask &= np.isin(self.place, self.places.matching(
+            mask &= np.isin(column(self.place), self.places.matching(
                 lambda names: all(part in {fold(n) for n in names if n} for part in parts)))
         if where.near is not None:
             lat, lon, km = where.near
             with np.errstate(invalid="ignore"):
-                mask &= haversine_km(self.lat, self.lon, lat, lon) <= km
-        return self.ids[mask]
+                mask &= haversine_km(column(self.lat), column(self.lon), lat, lon) <= km
+        return ids[mask]
+
+    def _date_window(self, where: CheckedFilter) -> slice | None:
+        """Where the rows taken inside ``where``'s dates lie in the date order (sorted on
+        first use after a change), when they are under half of all rows; else None."""
+        if where.after_ts is None and where.before_ts is None:
+            return None
+        if self._by_date is None:
+            order = np.argsort(self.taken, kind="stable")  # NaN (no date) last
+            dated = int(np.count_nonzero(~np.isnan(self.taken)))
+            self._by_date, self._sorted_taken = order[:dated], self.taken[order[:dated]]
+            self._ids_by_date = self.ids[self._by_date]
+        taken = self._sorted_taken
+        lo = (0 if where.after_ts is None
+              else int(np.searchsorted(taken, where.after_ts, side="left")))
+        hi = (len(taken) if where.before_ts is None
+              else int(np.searchsorted(taken, where.before_ts, side="right")))
+        if hi - lo > len(self.taken) // 2:
+            return None
+        return slice(lo, max(lo, hi))
 
     def by_date(self, ids: np.ndarray, *, newest_first: bool) -> np.ndarray:
         """``ids`` ordered by date taken (undated last), ties by id."""
@@ -178,7 +218,9 @@ class PhotoColumns:
         return ids[np.lexsort((ids, key))]
 
     def live_count(self) -> int:
-        return int(self.live.sum())
+        if self._live_count is None:
+            self._live_count = int(self.live.sum())
+        return self._live_count
 
 
 def _camera(make: str | None, model: str | None) -> str | None:

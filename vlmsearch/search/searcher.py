@@ -266,8 +266,13 @@ class Searcher:
         pairs = self._nearest_pairs(query, k, target, exclude, conn, state, allowed, min_score)
         store = self.handle.store
         if target == "images":
-            recs = store.records([i for _, i in pairs], conn)
-            live = [(s, recs[i]) for s, i in pairs if i in recs and recs[i].status == "ok"][:k]
+            # the first k rows, then the over-fetched rest only if some of those are gone
+            recs = store.records([i for _, i in pairs[:k]], conn)
+            live = [(s, recs[i]) for s, i in pairs if i in recs and recs[i].status == "ok"]
+            if len(live) < k and len(pairs) > k:
+                recs.update(store.records([i for _, i in pairs[k:]], conn))
+                live = [(s, recs[i]) for s, i in pairs if i in recs and recs[i].status == "ok"]
+            live = live[:k]
             return SearchResults([replace(Hit.of(n + 1, s, r), matched="semantic")
                                   for n, (s, r) in enumerate(live)])
         texts = store.texts([i for _, i in pairs], conn)
