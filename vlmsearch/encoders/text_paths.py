@@ -28,6 +28,11 @@ Routing rules (``route``):
   the path that reads both.
 * ``all``: every text goes through this path (the primary text path is then unused).
 
+``blend`` (0 by default, below 1): the texts a path does *not* take are encoded as the unit
+``(1 - blend) · primary + blend · path`` instead of by the primary path alone, an ensemble of
+both text towers (the first path with a non-zero ``blend`` is used). The shipped two-path
+bundle blends its Latin-script queries with 0.25 (docs/fusion-head.md measures it).
+
 This module imports neither torch nor numpy-heavy code: routing runs on the fast query path.
 """
 
@@ -57,6 +62,7 @@ class TextPath:
     head: dict[str, Any]
     weights: str
     languages: tuple[str, ...] = ()
+    blend: float = 0.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "bundle.json") -> TextPath:
@@ -65,13 +71,17 @@ class TextPath:
             path = cls(name=str(data.get("name", "extra")), route=route,
                        text_tower=dict(data["text_tower"]), head=dict(data["head"]),
                        weights=str(data["weights"]),
-                       languages=tuple(str(x) for x in data.get("languages") or ()))
-        except (KeyError, TypeError) as exc:
+                       languages=tuple(str(x) for x in data.get("languages") or ()),
+                       blend=float(data.get("blend", 0.0)))
+        except (KeyError, TypeError, ValueError) as exc:
             raise ModelSpecError(f"{where}: a text path lacks {exc}; it needs text_tower, "
                                  "head and weights") from exc
         if route not in ROUTES:
             raise ModelSpecError(f"{where}: unknown text path route {route!r} "
                                  f"(known: {', '.join(ROUTES)})")
+        if not 0.0 <= path.blend < 1.0:
+            raise ModelSpecError(f"{where}: a text path's blend must be in [0, 1), not "
+                                 f"{path.blend}")
         if "/" in path.weights or "\\" in path.weights or path.weights.startswith("."):
             raise ModelSpecError(f"{where}: a text path's weights must be a file name in the "
                                  f"bundle folder, not {path.weights!r}")
@@ -108,3 +118,18 @@ def route_texts(paths: Sequence[TextPath] | Sequence[str], texts: Sequence[str])
     for text in texts:
         out.append(next((i + 1 for i, r in enumerate(routes) if takes(r, text)), 0))
     return out
+
+
+def blend_path(blends: Sequence[float]) -> tuple[int, float]:
+    """``(i + 1, blend)`` of the first path with a non-zero blend, else ``(0, 0.0)``."""
+    return next(((i + 1, float(b)) for i, b in enumerate(blends) if b > 0), (0, 0.0))
+
+
+def blend(primary: Any, extra: Any, weight: float) -> Any:
+    """Unit rows of ``(1 - weight) · primary + weight · extra`` (numpy arrays of unit rows)."""
+    import numpy as np
+
+    mixed = (1.0 - weight) * np.asarray(primary, dtype=np.float32) + weight * np.asarray(
+        extra, dtype=np.float32)
+    norms = np.linalg.norm(mixed, axis=1, keepdims=True)
+    return np.divide(mixed, norms, out=np.zeros_like(mixed), where=norms > 0)

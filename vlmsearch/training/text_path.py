@@ -36,7 +36,7 @@ from ..encoders.bundle import (
     resolve_bundle_path,
 )
 from ..encoders.head import HeadConfig
-from ..encoders.text_paths import FORMAT, ROUTES, route_texts
+from ..encoders.text_paths import FORMAT, ROUTES, blend, route_texts
 from ..errors import InputError, UsageError
 from ..evaluation import split_metrics
 from ..pairs import PairSource, build_pair_sources, check_sources
@@ -53,6 +53,7 @@ DEFAULT_PATH_TRAINING: dict[str, Any] = {
     "epochs": 40, "batch_size": 256, "captions_per_image": 4, "lr": 1e-3,
     "weight_decay": 0.01, "warmup_epochs": 1.0, "patience": 8, "seed": 0,
 }
+DEFAULT_PATH: dict[str, Any] = {"name": "multilingual", "route": "non-latin", "blend": 0.0}
 PATH_WEIGHTS = "text-{name}.safetensors"
 
 
@@ -214,8 +215,7 @@ def train_text_path(
     dev_list: Path,
     out: Path,
     name: str | None = None,
-    path_name: str = "multilingual",
-    route: str = "non-latin",
+    path: dict[str, Any] | None = None,
     head: dict[str, Any] | None = None,
     training: dict[str, Any] | None = None,
     text_tower: dict[str, Any] | None = None,
@@ -223,8 +223,20 @@ def train_text_path(
     report: Report | None = None,
 ) -> dict[str, Any]:
     """Write to ``out`` the bundle ``base`` plus a text path trained on ``pairs`` against its
-    fixed image vectors; returns the new bundle config."""
+    fixed image vectors; returns the new bundle config. ``path``: the path's ``name``,
+    ``route`` and ``blend`` (:mod:`vlmsearch.encoders.text_paths`; the recipe's
+    ``"text_path"`` section)."""
     from .bundle_train import _epoch_reporter, _pairs_record, _reject_unknown
+
+    settings = {**DEFAULT_PATH, **(path or {})}
+    unknown = sorted(set(settings) - set(DEFAULT_PATH))
+    if unknown:
+        raise UsageError(f"unknown text_path setting(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(DEFAULT_PATH))}")
+    path_name, route = str(settings["name"]), str(settings["route"])
+    weight = float(settings["blend"])
+    if not 0.0 <= weight < 1.0:
+        raise UsageError(f"text_path blend must be in [0, 1), not {weight}")
 
     folder = resolve_bundle_path(base)
     if folder is None:
@@ -284,6 +296,7 @@ def train_text_path(
                  if f.startswith("txt_") or f in ("dim", "text_features", "temperature")},
         "weights": weights,
         "languages": list(train_pairs.languages),
+        **({"blend": weight} if weight else {}),
     }
     config = dict(encoder.config)
     config.pop("members", None)  # the base's per-member training records stay with it
@@ -320,6 +333,8 @@ def train_text_path(
     for s in range(0, len(primary), 256):
         rows = primary[s:s + 256]
         dev_vecs[rows] = encoder.encode_texts([dev_pairs.captions[i] for i in rows])
+        if weight:  # Latin-script texts: blended with the new path (text_paths.blend)
+            dev_vecs[rows] = blend(dev_vecs[rows], path_vecs[rows], weight)
     bundle_metrics = with_means(split_metrics(dev_img, dev_vecs, dev_pairs.caption_image,
                                               dev_pairs.languages, dev_pairs.caption_lang))
     path_metrics = with_means(split_metrics(dev_img, path_vecs, dev_pairs.caption_image,
