@@ -238,7 +238,7 @@ def test_multilingual_bundle_is_listed_with_its_languages() -> None:
     assert per["en"]["text_to_image"]["R@1"] >= 18.0 and per["en"]["image_to_text"]["R@1"] >= 23
     result = runner.invoke(app, ["models"])
     assert result.exit_code == 0
-    block = result.stdout.split(MULTI, 1)[1].split("\n")[1]
+    block = " ".join(result.stdout.split(MULTI + "  ", 1)[1].split("\n")[1:3])
     assert "languages: en, zh" in block and "zh " in block, block
 
 

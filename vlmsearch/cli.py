@@ -916,7 +916,9 @@ def _render_short_list(entries: list[dict[str, Any]]) -> None:
                          f"{dev['image_to_text']['R@1']:.1f}")
         if e.get("speed"):
             facts.append(f"{e['speed']['images_per_s']:g} images/s")
-        typer.echo("  " + ", ".join(facts))
+        typer.echo(textwrap.fill(", ".join(facts), width=min(
+            100, shutil.get_terminal_size((80, 24)).columns), initial_indent="  ",
+            subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
     width = min(100, shutil.get_terminal_size((80, 24)).columns)
     notes = (
         "here: usable on this machine now. dev R@1: text→image / image→text recall@1 (%) on the "
