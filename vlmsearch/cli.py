@@ -916,7 +916,9 @@ def _render_short_list(entries: list[dict[str, Any]]) -> None:
                          f"{dev['image_to_text']['R@1']:.1f}")
         if e.get("speed"):
             facts.append(f"{e['speed']['images_per_s']:g} images/s")
-        typer.echo("  " + ", ".join(facts))
+        typer.echo(textwrap.fill(", ".join(facts), width=min(
+            100, shutil.get_terminal_size((80, 24)).columns), initial_indent="  ",
+            subsequent_indent="    ", break_long_words=False, break_on_hyphens=False))
     width = min(100, shutil.get_terminal_size((80, 24)).columns)
     notes = (
         "here: usable on this machine now. dev R@1: text→image / image→text recall@1 (%) on the "
@@ -1058,13 +1060,20 @@ def train(
         "--epochs", min=1, metavar="N", help="Override the recipe's number of epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(
         "--seed", metavar="N", help="Override the recipe's random seed.")] = None,
+    base: Annotated[Optional[str], typer.Option(
+        "--base", metavar="BUNDLE", help="Keep BUNDLE's image side and text path and train "
+        "only a second text path (by default multilingual-e5, for queries in non-Latin "
+        "scripts) against its fixed image vectors; the recipe's text_tower, head and "
+        "training sections then describe that path (docs/fusion-head.md, \"Locked image\").")
+    ] = None,
     device: Device = "auto",
     json_out: JsonOut = False,
 ) -> None:
     """Train a fusion head on frozen towers into a model bundle.
 
     The bundle folder works as --model for index, query, add-texts and eval. Tower features
-    are cached, so re-runs and other heads are cheap.
+    are cached, so re-runs and other heads are cheap. With --base, a second text path is
+    trained for an existing bundle instead.
     """
 
     def body() -> None:
@@ -1079,12 +1088,31 @@ def train(
         if seed is not None:
             training["seed"] = seed
         with _training_progress(not json_out) as report:
-            result = train_bundle(
-                pairs=[PairSource.parse(p) for p in pairs], images_dir=images,
-                train_list=train_list, dev_list=dev_list,
-                out=out, name=name, head=overrides.get("head"), training=training,
-                image_tower=overrides.get("image_tower"), text_tower=overrides.get("text_tower"),
-                device=device, report=report)
+            if base is not None:
+                from .errors import UsageError
+                from .training.text_path import train_text_path
+
+                if "image_tower" in overrides:
+                    raise UsageError("with --base the image side is the base bundle's; "
+                                     "drop image_tower from --config")
+                result = train_text_path(
+                    base=base, pairs=[PairSource.parse(p) for p in pairs], images_dir=images,
+                    train_list=train_list, dev_list=dev_list, out=out, name=name,
+                    head=overrides.get("head"), training=training,
+                    text_tower=overrides.get("text_tower"), path=overrides.get("text_path"),
+                    device=device, report=report)
+                result = {**result, "training": result["text_paths"][0]["training"]}
+            else:
+                if "text_path" in overrides:
+                    from .errors import UsageError
+
+                    raise UsageError("text_path in --config needs --base BUNDLE")
+                result = train_bundle(
+                    pairs=[PairSource.parse(p) for p in pairs], images_dir=images,
+                    train_list=train_list, dev_list=dev_list,
+                    out=out, name=name, head=overrides.get("head"), training=training,
+                    image_tower=overrides.get("image_tower"),
+                    text_tower=overrides.get("text_tower"), device=device, report=report)
         if json_out:
             _print_json({"bundle": str(out), "dev_metrics": result["dev_metrics"],
                          "training": result["training"]})

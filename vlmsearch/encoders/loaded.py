@@ -63,7 +63,9 @@ class LoadedModel:
         """The model's text length limit in tokens when ``text`` exceeds it (and is therefore
         cut), else None."""
         texts = self.texts()
-        limit = getattr(texts, "text_token_limit", None)
+        limit_for = getattr(texts, "token_limit_for", None)  # models with several text paths
+        limit = limit_for(text) if limit_for is not None else getattr(texts, "text_token_limit",
+                                                                       None)
         count = getattr(texts, "count_text_tokens", None)
         if limit is None or count is None:
             return None

