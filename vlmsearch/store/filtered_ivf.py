@@ -179,7 +179,7 @@ def _nearest_cells(cell_map: CellMap, query: np.ndarray, every: np.ndarray | Non
         counts = every[nearest]
     else:
         per_cell = cell_map.count / max(1, cell_map.nlist)
-        reach = min(cell_map.nlist, 2 * math.ceil(target / max(fraction * per_cell, 1e-9)))
+        reach = min(cell_map.nlist, math.ceil(1.25 * target / max(fraction * per_cell, 1e-9)))
         counts = cell_map.counts_in(nearest[:reach], member)
         while counts.sum() < target and reach < cell_map.nlist:
             more = nearest[reach:2 * reach]
