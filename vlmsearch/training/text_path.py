@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -42,7 +41,7 @@ from ..evaluation import split_metrics
 from ..pairs import PairSource, build_pair_sources, check_sources
 from ..pipeline import decode_parallel
 from .features import FeatureCache, _file_key, text_features
-from .trainer import TrainConfig
+from .trainer import BestEpoch, TrainConfig, head_optimizer, warmup_cosine
 
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -118,11 +117,7 @@ def train_locked_head(cfg: HeadConfig, config: TrainConfig, train_images: np.nda
     torch.manual_seed(config.seed)
     rng = np.random.RandomState(config.seed)
     head = TextPathHead(cfg)
-    decay = [p for n, p in head.named_parameters() if p.ndim >= 2 and "logit_scale" not in n]
-    no_decay = [p for n, p in head.named_parameters() if p.ndim < 2 or "logit_scale" in n]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=config.lr, betas=(0.9, 0.98))
+    opt = head_optimizer(head, config, undecayed=())  # as the locked heads were trained
     images = torch.from_numpy(train_images.astype(np.float32))
     texts = torch.from_numpy(train_text.astype(np.float32))
     dev_feats = torch.from_numpy(dev_text.astype(np.float32))
@@ -132,19 +127,11 @@ def train_locked_head(cfg: HeadConfig, config: TrainConfig, train_images: np.nda
     usable = np.array([i for i, c in enumerate(caps) if len(c)])
     b = min(config.batch_size, len(usable))
     steps_per_epoch = max(1, len(usable) // b)
-    total = config.epochs * steps_per_epoch
-    warm = max(1, int(config.warmup_epochs * steps_per_epoch))
+    lr_factor = warmup_cosine(config, steps_per_epoch)
     k = config.captions_per_image
 
     def features(x: torch.Tensor) -> TextFeatures:
         return TextFeatures(x[:, None, :], torch.ones(len(x), 1), x)
-
-    def lr_factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        p = (step - warm) / max(1, total - warm)
-        lo = config.min_lr_fraction
-        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
 
     def evaluate() -> dict[str, Any]:
         head.eval()
@@ -154,11 +141,8 @@ def train_locked_head(cfg: HeadConfig, config: TrainConfig, train_images: np.nda
         head.train()
         return with_means(split_metrics(dev_images, vecs, dev_owner, languages, dev_lang))
 
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    best_state: dict[str, Any] = {}
-    since_best = step = 0
-    start = time.perf_counter()
+    epochs = BestEpoch(config.patience, progress)
+    step = 0
     head.train()
     for epoch in range(1, config.epochs + 1):
         perm = usable[rng.permutation(len(usable))]
@@ -178,24 +162,12 @@ def train_locked_head(cfg: HeadConfig, config: TrainConfig, train_images: np.nda
             opt.step()
             step += 1
             total_loss += float(loss.item())
-        metrics = evaluate()
-        metrics.update({"epoch": epoch, "loss": round(total_loss / steps_per_epoch, 4),
-                        "temperature": round(1 / float(head.logit_scale.detach().exp()), 4),
-                        "seconds": round(time.perf_counter() - start, 1)})
-        history.append(metrics)
-        if best is None or metrics["mean_R@1"] > best["mean_R@1"]:
-            best = metrics
-            best_state = {n: v.detach().clone() for n, v in head.state_dict().items()}
-            since_best = 0
-        else:
-            since_best += 1
-        if progress:
-            progress(metrics)
-        if since_best >= config.patience:
+        if epochs.record(evaluate(), epoch=epoch, loss=total_loss / steps_per_epoch,
+                         head=head, kept=head):
             break
-    assert best is not None
-    return {"state": best_state, "best": best, "history": history,
-            "seconds": time.perf_counter() - start,
+    assert epochs.best is not None
+    return {"state": epochs.state, "best": epochs.best, "history": epochs.history,
+            "seconds": epochs.seconds,
             "parameters": sum(p.numel() for p in head.parameters())}
 
 

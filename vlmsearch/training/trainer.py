@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..encoders.head import FusionHead, HeadConfig, info_nce
+from ..encoders.head import FusionHead, HeadConfig, TextPathHead, info_nce
 from ..encoders.towers import TextFeatures
 from ..evaluation import split_metrics
 
@@ -105,6 +105,73 @@ class TrainResult:
     parameters: int
 
 
+def head_optimizer(head: torch.nn.Module, config: TrainConfig,
+                   undecayed: tuple[str, ...] = (".pos", ".q")) -> torch.optim.Optimizer:
+    """AdamW with weight decay on weight matrices only: not on biases, norms, the temperature
+    or parameters named ending in ``undecayed`` (an attention pool's position and query
+    vectors)."""
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
+    for name, p in head.named_parameters():
+        skip = p.ndim < 2 or "logit_scale" in name or name.endswith(undecayed)
+        (no_decay if skip else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}],
+                             lr=config.lr, betas=(0.9, 0.98))
+
+
+def warmup_cosine(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """The learning-rate factor of each step: linear warm-up, then cosine down to
+    ``min_lr_fraction``."""
+    total = config.epochs * steps_per_epoch
+    warm = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def lr_factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        p = (step - warm) / max(1, total - warm)
+        lo = config.min_lr_fraction
+        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
+
+    return lr_factor
+
+
+class BestEpoch:
+    """Each epoch's dev metrics, the best epoch (by mean R@1) with its weights, and when
+    ``patience`` epochs without a better one say stop."""
+
+    def __init__(self, patience: int, progress: Progress | None = None) -> None:
+        self.patience = patience
+        self.progress = progress
+        self.history: list[dict[str, Any]] = []
+        self.best: dict[str, Any] | None = None
+        self.state: dict[str, torch.Tensor] = {}
+        self.since_best = 0
+        self.start = time.perf_counter()
+
+    def record(self, metrics: dict[str, Any], *, epoch: int, loss: float,
+               head: FusionHead | TextPathHead, kept: torch.nn.Module) -> bool:
+        """Take an epoch's ``metrics`` (``head`` gives the temperature, ``kept`` the weights
+        kept if it is the best); True when training should stop."""
+        metrics.update({"epoch": epoch, "loss": round(loss, 4),
+                        "temperature": round(1 / float(head.logit_scale.detach().exp()), 4),
+                        "seconds": round(time.perf_counter() - self.start, 1)})
+        self.history.append(metrics)
+        if self.best is None or metrics["mean_R@1"] > self.best["mean_R@1"]:
+            self.best = metrics
+            self.state = {n: v.detach().clone() for n, v in kept.state_dict().items()}
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        if self.progress:
+            self.progress(metrics)
+        return self.since_best >= self.patience
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start
+
+
 @torch.no_grad()
 def embed_split(head: torch.nn.Module, split: SplitFeatures, views: Sequence[str] = ("center",),
                 batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
@@ -143,36 +210,16 @@ def train_head(head_config: HeadConfig, config: TrainConfig, train: SplitFeature
         extra = train.images["center"][:, head_config.image_features:].astype(np.float32)
         head.image.extra_mean.copy_(torch.from_numpy(extra.mean(0)))
         head.image.extra_std.copy_(torch.from_numpy(extra.std(0) + 1e-3))
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in head.named_parameters():
-        skip = p.ndim < 2 or "logit_scale" in name or name.endswith((".pos", ".q"))
-        (no_decay if skip else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}],
-                            lr=config.lr, betas=(0.9, 0.98))
+    opt = head_optimizer(head, config)
     caps = train.image_captions()
     n_img = len(train)
     b = min(config.batch_size, n_img)
     steps_per_epoch = max(1, n_img // b)
-    total = config.epochs * steps_per_epoch
-    warm = max(1, int(config.warmup_epochs * steps_per_epoch))
-
-    def lr_factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        p = (step - warm) / max(1, total - warm)
-        lo = config.min_lr_fraction
-        return lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * p))
-
+    lr_factor = warmup_cosine(config, steps_per_epoch)
     ema = copy.deepcopy(head) if config.ema > 0 else None
     k = config.captions_per_image
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    since_best = 0
+    epochs = BestEpoch(config.patience, progress)
     step = 0
-    start = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         head.train()
         perm = rng.permutation(n_img)
@@ -203,21 +250,9 @@ def train_head(head_config: HeadConfig, config: TrainConfig, train: SplitFeature
             step += 1
             total_loss += float(loss.item())
         scored = ema if ema is not None else head
-        metrics = score(scored, dev, config.eval_views)
-        metrics.update({"epoch": epoch, "loss": round(total_loss / steps_per_epoch, 4),
-                        "temperature": round(1 / float(head.logit_scale.detach().exp()), 4),
-                        "seconds": round(time.perf_counter() - start, 1)})
-        history.append(metrics)
-        if best is None or metrics["mean_R@1"] > best["mean_R@1"]:
-            best = metrics
-            best_state = {k2: v.detach().clone() for k2, v in scored.state_dict().items()}
-            since_best = 0
-        else:
-            since_best += 1
-        if progress:
-            progress(metrics)
-        if since_best >= config.patience:
+        if epochs.record(score(scored, dev, config.eval_views), epoch=epoch,
+                         loss=total_loss / steps_per_epoch, head=head, kept=scored):
             break
-    assert best is not None
-    return TrainResult(best_state, best, history, time.perf_counter() - start,
+    assert epochs.best is not None
+    return TrainResult(epochs.state, epochs.best, epochs.history, epochs.seconds,
                        sum(p.numel() for p in head.parameters()))
