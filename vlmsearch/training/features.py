@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -116,28 +117,51 @@ def image_features(
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}: use one of {', '.join(VIEWS)}")
     tower = f"{encoder.image_tower_id}:{form}"  # type: ignore[attr-defined]
+
+    def compute(pixels: np.ndarray) -> np.ndarray:
+        feats = encoder.image_features(view_pixels(pixels, view), form)  # type: ignore[attr-defined]
+        return feats.float().cpu().numpy().astype(np.float16)
+
+    def report(done: int, total: int) -> None:
+        if progress:
+            progress(f"image features ({view})", done, total)
+
+    return cached_image_outputs(paths, encoder.image_spec,  # type: ignore[attr-defined]
+                                cache, tower, view, compute, batch_size=batch_size,
+                                progress=report)
+
+
+def cached_image_outputs(
+    paths: Sequence[str], spec: Any, cache: FeatureCache, tower: str, view: str,
+    compute: Callable[[np.ndarray], np.ndarray], *, batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+    starting: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """``compute``'s output for each image of ``paths`` (its pixels decoded by the indexing
+    decoder with ``spec``), stacked: read from ``cache`` under ``tower``/``view`` by file
+    content, computed in batches and cached for the rest. ``starting`` hears how many images
+    will be computed (when some will), ``progress`` (done, total) after each batch."""
     keys = [_file_key(p) for p in paths]
     found = cache.get(tower, view, keys)
     todo = [(i, p) for i, (p, k) in enumerate(zip(paths, keys, strict=True)) if k not in found]
     done = len(paths) - len(todo)
     if progress:
-        progress(f"image features ({view})", done, len(paths))
+        progress(done, len(paths))
+    if todo and starting:
+        starting(len(todo))
     batch: list[tuple[int, np.ndarray]] = []
 
     def flush() -> None:
         nonlocal done
-        pixels = view_pixels(np.stack([px for _, px in batch]), view)
-        feats = encoder.image_features(pixels, form).float()  # type: ignore[attr-defined]
-        arr = feats.cpu().numpy().astype(np.float16)
+        arr = compute(np.stack([px for _, px in batch]))
         cache.put(tower, view, [(keys[i], a) for (i, _), a in zip(batch, arr, strict=True)])
         for (i, _), a in zip(batch, arr, strict=True):
             found[keys[i]] = a
         done += len(batch)
         batch.clear()
         if progress:
-            progress(f"image features ({view})", done, len(paths))
+            progress(done, len(paths))
 
-    spec = encoder.image_spec  # type: ignore[attr-defined]
     for (i, path), result in decode_parallel(todo, lambda item: item[1], spec,
                                              max_pixels=10**9, window=batch_size * 2):
         if isinstance(result, DecodeError):

@@ -25,7 +25,6 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..decode import DecodeError
 from ..encoders.bundle import (
     BUNDLE_FILE,
     HEAD_FILE,
@@ -36,11 +35,10 @@ from ..encoders.bundle import (
 )
 from ..encoders.head import HeadConfig
 from ..encoders.text_paths import FORMAT, ROUTES, blend, route_texts
-from ..errors import InputError, UsageError
+from ..errors import UsageError
 from ..evaluation import split_metrics
 from ..pairs import PairSource, build_pair_sources, check_sources
-from ..pipeline import decode_parallel
-from .features import FeatureCache, _file_key, text_features
+from .features import FeatureCache, cached_image_outputs, text_features
 from .trainer import BestEpoch, TrainConfig, head_optimizer, warmup_cosine
 
 Report = Callable[[str, dict[str, Any]], None]
@@ -60,41 +58,14 @@ def image_vectors(encoder: BundleEncoder, paths: Sequence[str], *, cache: Featur
                   batch_size: int = 64, report: Report | None = None) -> np.ndarray:
     """The bundle's own image vectors for ``paths`` (as indexing makes them: decoded by the
     indexing decoder, every view of the bundle averaged), cached by file content."""
-    tower = f"vectors:{encoder.model_id}"
-    keys = [_file_key(p) for p in paths]
-    found = {k: v.astype(np.float32) for k, v in cache.get(tower, "vector", keys).items()}
-    todo = [(i, p) for i, (p, k) in enumerate(zip(paths, keys, strict=True)) if k not in found]
-    done = len(paths) - len(todo)
-
-    def progress() -> None:
+    def report_done(done: int, total: int) -> None:
         if report:
-            report("features", {"what": "image vectors", "done": done, "total": len(paths)})
+            report("features", {"what": "image vectors", "done": done, "total": total})
 
-    progress()
-    if todo:
-        encoder.prepare(lambda phase: None, images=len(todo))
-    batch: list[tuple[int, np.ndarray]] = []
-
-    def flush() -> None:
-        nonlocal done
-        vecs = encoder.encode_images(np.stack([px for _, px in batch]))
-        cache.put(tower, "vector", [(keys[i], v) for (i, _), v in zip(batch, vecs, strict=True)])
-        for (i, _), v in zip(batch, vecs, strict=True):
-            found[keys[i]] = v
-        done += len(batch)
-        batch.clear()
-        progress()
-
-    for (i, path), result in decode_parallel(todo, lambda item: item[1], encoder.image_spec,
-                                             max_pixels=10**9, window=batch_size * 2):
-        if isinstance(result, DecodeError):
-            raise InputError(f"cannot train on {path}: {result.reason}")
-        batch.append((i, result.pixels))
-        if len(batch) >= batch_size:
-            flush()
-    if batch:
-        flush()
-    out = np.stack([found[k] for k in keys]).astype(np.float32)
+    out = cached_image_outputs(
+        paths, encoder.image_spec, cache, f"vectors:{encoder.model_id}", "vector",
+        encoder.encode_images, batch_size=batch_size, progress=report_done,
+        starting=lambda n: encoder.prepare(lambda phase: None, images=n)).astype(np.float32)
     # float16 in the cache: re-normalise so cosines stay cosines
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
