@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vlmsearch.store.vectors import VectorIndex
 
@@ -160,3 +161,34 @@ def test_cell_counts_agree_whichever_way_they_are_taken() -> None:
     some = np.random.default_rng(3).permutation(cell_map.nlist)[:40]
     np.testing.assert_array_equal(cell_map.counts_in(some, member), every[some])
     assert (cell_map.cells_of(np.array([1, 10**9])) == -1).all()
+
+
+def test_scoring_matches_from_their_codes_equals_scanning_their_cells(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A selective filter's matches are scored from their codes read in place; that must give
+    what FAISS's scan of their cells gives, in memory and memory-mapped alike."""
+    from vlmsearch.store import filtered_ivf
+
+    vecs = clustered(8000, clusters=60)
+    ids = np.arange(8000) * 3 + 2
+    built = VectorIndex.build(32, ids, vecs, exact_limit=1000)
+    built.save(tmp_path / "ivf.faiss")
+    mapped = VectorIndex.load(tmp_path / "ivf.faiss", 32, writable=False, kind=built.kind,
+                              tuning=built.tuning)
+    q = clustered(30, clusters=60, seed=4)
+    rng = np.random.default_rng(1)
+    filters = [np.sort(rng.choice(ids, 40, replace=False)),
+               np.sort(rng.choice(ids, 150, replace=False)),
+               np.sort(ids[np.argsort(-(vecs @ vecs[3]))[:120]])]
+    for index in (built, mapped):
+        for allowed in filters:
+            answers = []
+            for share in (0.0, 2.0):  # never / always from the codes
+                monkeypatch.setattr(filtered_ivf, "DIRECT_BELOW", share)
+                answers.append(index.search(q, 10, allowed=allowed))
+            (scan_scores, scan_ids), (code_scores, code_ids) = answers
+            np.testing.assert_array_equal(code_ids, scan_ids)
+            np.testing.assert_allclose(code_scores, scan_scores, atol=1e-5)
+            assert set(code_ids.ravel().tolist()) - {-1} <= set(allowed.tolist())
+        cell_map = index._cells
+        assert cell_map is not None and cell_map.codes is not None  # the codes path ran

@@ -46,13 +46,16 @@ from .records import (
     photo_row,
 )
 from .schema import FILES, META, OCR, PHOTO_COLUMNS, TEXTS, TOMBSTONES, VECTORS, Kind
-from .sql import execute_in, get_meta, select_in, set_meta, under_conditions, upsert
+from .sql import chunks, execute_in, get_meta, select_in, set_meta, under_conditions, upsert
 
 STREAM_ROWS = 16_384
 """Vectors per chunk when the whole collection is read (FAISS rebuilds): bounded memory."""
 _RECORD_COLS = (FILES.c.id, FILES.c.path, FILES.c.width, FILES.c.height, FILES.c.size,
                 FILES.c.mtime_ns, FILES.c.digest, FILES.c.status, FILES.c.error,
                 *(FILES.c[name] for name in PHOTO_COLUMNS))
+_RECORDS_BY_ID = sa.select(*_RECORD_COLS).where(FILES.c.id.in_(sa.bindparam("ids", expanding=True)))
+"""Built once: every search reads its results' rows, and building the statement per call cost
+more than running it (0.5 ms against 0.33 for ten rows)."""
 
 
 def _record(row: Any) -> FileRecord:
@@ -215,8 +218,8 @@ class MetadataStore:
                                                      VECTORS.c.digest, set(digests))}
 
     def records(self, ids: Sequence[int], conn: Connection) -> dict[int, FileRecord]:
-        return {r.id: _record(r)
-                for r in select_in(conn, sa.select(*_RECORD_COLS), FILES.c.id, ids)}
+        return {r.id: _record(r) for chunk in chunks(list(ids))
+                for r in conn.execute(_RECORDS_BY_ID, {"ids": list(chunk)})}
 
     def record_for_path(self, path: str, conn: Connection | None = None) -> FileRecord | None:
         with self._maybe(conn) as c:

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import StorageError
 from .atomic import replace_atomically
-from .filtered_ivf import CellMap, search_among
+from .filtered_ivf import CellMap, MatchBitmap, search_among
 
 EXACT_LIMIT = 100_000
 TARGET_RECALL = 0.97
@@ -349,14 +349,14 @@ class VectorIndex:
             found = self._mostly_matching(q, k, matches)
             if found is not None:
                 return found
-            keep = _bitmap(matches)
+            keep = MatchBitmap(matches)
             scores, ids = self._base_among(q, k, matches, keep)
         if self._overlay.ntotal == 0:
             return scores, ids
         overlay_params = None
         if keep is not None:
             overlay_params = faiss.SearchParameters()
-            overlay_params.sel = keep[0]
+            overlay_params.sel = keep.selector
         o_scores, o_ids = self._overlay.search(q, k, params=overlay_params)
         all_scores = np.concatenate([scores, o_scores], axis=1)
         all_ids = np.concatenate([ids, o_ids], axis=1)
@@ -398,18 +398,18 @@ class VectorIndex:
         return out_scores, out_ids
 
     def _base_among(self, q: np.ndarray, k: int, matches: np.ndarray,
-                    keep: tuple[Any, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+                    keep: MatchBitmap) -> tuple[np.ndarray, np.ndarray]:
         """The base index's top ``k`` among ``matches`` (``keep`` is their bitmap)."""
         ivf = faiss.downcast_index(self._base)
         if isinstance(ivf, faiss.IndexIVF):
             if self._cells is None:
                 self._cells = CellMap(ivf)
-            return search_among(ivf, self._cells, q, k, matches, keep[2], keep[0],
+            return search_among(ivf, self._cells, q, k, matches, keep,
                                 nprobe=self.tuning.nprobe, margin=WIDEN_MARGIN)
         # an exact index (or an IVF inside a wrapper): one scan with the bitmap
         fraction = len(matches) / max(1, self.count)
         nprobe = math.ceil(self.tuning.nprobe * WIDEN_MARGIN / max(fraction, 1e-9))
-        return self._base.search(q, k, params=self._params(keep, nprobe))
+        return self._base.search(q, k, params=self._params((keep.selector,), nprobe))
 
     def _selector(self, keep: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
         """What the base index may return: ``keep`` (a bitmap selector of visible ids and what
@@ -446,17 +446,6 @@ def _no_prefetch(index: Any) -> None:
     lists = faiss.downcast_InvertedLists(ivf.invlists)
     if hasattr(lists, "prefetch_nthread"):
         lists.prefetch_nthread = 0
-
-
-def _bitmap(ids: np.ndarray) -> tuple[Any, np.ndarray, np.ndarray]:
-    """A FAISS selector of exactly ``ids`` (non-negative), as a bitmap: a constant-time test
-    per candidate, made in about a millisecond for a million ids; then what it holds on to,
-    and the same set as a boolean array indexed by id."""
-    ids = np.asarray(ids, dtype=np.int64)
-    bits = np.zeros(int(ids.max()) + 1, dtype=bool)
-    bits[ids] = True
-    packed = np.packbits(bits, bitorder="little")
-    return faiss.IDSelectorBitmap(len(packed), faiss.swig_ptr(packed)), packed, bits
 
 
 def train_ivf(vectors: np.ndarray, *, n_total: int | None = None, seed: int = 0) -> Any:
