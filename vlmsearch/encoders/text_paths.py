@@ -48,8 +48,9 @@ ROUTES = ("non-latin", "all")
 FORMAT = 2
 """The bundle.json format that introduced ``text_paths``; bundles without them stay format 1
 and load as before."""
-MAX_FORMAT = 2
-"""The newest bundle.json format this version reads."""
+MAX_FORMAT = 3
+"""The newest bundle.json format this version reads (3: a bundle-level ``projection``,
+:func:`vlmsearch.encoders.bundle.check_projection`)."""
 
 
 @dataclass(frozen=True)

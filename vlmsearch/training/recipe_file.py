@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import InputError, UsageError
 
 SECTIONS = frozenset({"head", "training", "image_tower", "text_tower", "text_path"})
-"""``text_path`` (name, route, blend) only with ``vlmsearch train --base``."""
+"""``text_path`` (name, route, blend, project_dim) only with ``vlmsearch train --base``."""
 
 
 def read_recipe_file(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from .. import __version__
 from ..encoders.bundle import (
     BUNDLE_FILE,
     HEAD_FILE,
+    PROJECTION_FORMAT,
+    PROJECTION_KEY,
     SHIPPED_DIR,
     BundleEncoder,
     Towers,
@@ -50,8 +52,29 @@ DEFAULT_PATH_TRAINING: dict[str, Any] = {
     "epochs": 40, "batch_size": 256, "captions_per_image": 4, "lr": 1e-3,
     "weight_decay": 0.01, "warmup_epochs": 1.0, "patience": 8, "seed": 0,
 }
-DEFAULT_PATH: dict[str, Any] = {"name": "multilingual", "route": "non-latin", "blend": 0.0}
+DEFAULT_PATH: dict[str, Any] = {"name": "multilingual", "route": "non-latin", "blend": 0.0,
+                                "project_dim": 0}
+"""``project_dim`` (0: none): after the head is trained, project every vector of the new
+bundle (images and all text paths) onto the first ``project_dim`` uncentred principal
+directions of the base bundle's training image vectors, re-normalised (bundle format 3,
+``"projection"`` in bundle.json): a smaller index for the same retrieval, measured in
+docs/fusion-head.md ("Vector size")."""
 PATH_WEIGHTS = "text-{name}.safetensors"
+PROJECTION_WEIGHTS = "projection.safetensors"
+
+
+def fit_pca_projection(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """The ``width × dim`` matrix of the first ``dim`` uncentred principal directions of
+    ``vectors`` (as ``FusionHead.fit_projection``: uncentred, so that cosines are kept as well
+    as possible), each column's sign fixed so that its largest entry is positive (the same
+    vectors give the same matrix)."""
+    x = np.asarray(vectors, dtype=np.float64)
+    if not 0 < dim <= x.shape[1]:
+        raise UsageError(f"project_dim must be between 1 and {x.shape[1]}, not {dim}")
+    values, directions = np.linalg.eigh(x.T @ x)
+    top = directions[:, np.argsort(values)[::-1][:dim]]
+    signs = np.sign(top[np.abs(top).argmax(axis=0), np.arange(dim)])
+    return (top * np.where(signs == 0, 1.0, signs)).astype(np.float32)
 
 
 def image_vectors(encoder: BundleEncoder, paths: Sequence[str], *, cache: FeatureCache,
@@ -180,6 +203,7 @@ def train_text_path(
     weight = float(settings["blend"])
     if not 0.0 <= weight < 1.0:
         raise UsageError(f"text_path blend must be in [0, 1), not {weight}")
+    project_dim = int(settings["project_dim"])
 
     folder = resolve_bundle_path(base)
     if folder is None:
@@ -201,6 +225,9 @@ def train_text_path(
     head_cfg = HeadConfig.from_dict({**DEFAULT_PATH_HEAD, **(head or {}), "dim": encoder.dim,
                                      "text_features": int(probe.shape[1]),
                                      "txt_extra_layers": 0})
+    if not 0 <= project_dim <= encoder.dim:
+        raise UsageError(f"text_path project_dim must be between 0 (none) and the base's "
+                         f"{encoder.dim} values, not {project_dim}")
     if head_cfg.needs_tokens:
         raise UsageError("a text path's head reads sentence embeddings: txt_arch linear or mlp")
     train_cfg = TrainConfig.from_dict({**DEFAULT_PATH_TRAINING, **(training or {})})
@@ -264,6 +291,17 @@ def train_text_path(
 
     (out / weights).write_bytes(save({k: v.contiguous() for k, v in state.items()}))
     config["text_paths"] = [path_entry]
+    if project_dim:
+        import torch
+
+        matrix = fit_pca_projection(train_img, project_dim)
+        (out / PROJECTION_WEIGHTS).write_bytes(save({PROJECTION_KEY: torch.from_numpy(
+            matrix).half().contiguous()}))
+        config["format"] = PROJECTION_FORMAT
+        config["projection"] = {
+            "dim": project_dim, "weights": PROJECTION_WEIGHTS,
+            "fitted_on": f"the base bundle's vectors of the {len(train_img)} training images "
+                         "(uncentred PCA)"}
     (out / BUNDLE_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     # the dev figures of what loading gives back (half-precision weights), each caption on
     # the path the rule gives it: the base bundle's text side, or the new head on the cached
@@ -278,6 +316,9 @@ def train_text_path(
         dev_vecs[rows] = encoder.encode_texts([dev_pairs.captions[i] for i in rows])
         if weight:  # Latin-script texts: blended with the new path (text_paths.blend)
             dev_vecs[rows] = blend(dev_vecs[rows], path_vecs[rows], weight)
+    # with a projection: the blend above in the heads' space, then projected, as
+    # BundleEncoder.encode_texts does
+    dev_img, dev_vecs, path_vecs = (routed.project(v) for v in (dev_img, dev_vecs, path_vecs))
     bundle_metrics = with_means(split_metrics(dev_img, dev_vecs, dev_pairs.caption_image,
                                               dev_pairs.languages, dev_pairs.caption_lang))
     path_metrics = with_means(split_metrics(dev_img, path_vecs, dev_pairs.caption_image,
