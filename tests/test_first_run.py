@@ -259,7 +259,8 @@ def test_models_lists_a_few_by_default_and_everything_with_all() -> None:
         assert any(line.startswith(spec + "  [") for line in lines), spec
     shipped = next(i for i, line in enumerate(lines) if line.startswith(SHIPPED_DEFAULT + "  ["))
     facts = " ".join(lines[shipped + 1:shipped + 3])  # the facts line may wrap at 80 columns
-    assert "dev R@1 en 27.2 / 34.3, zh 11.7 /" in facts and "no download" in facts
+    assert "dev R@1 en 27.3 / 34.4, zh 11.6 /" in facts and "no download" in facts
+    assert "384-d" in facts  # the projected vector (2,048 values before issue 11)
     english = next(i for i, line in enumerate(lines)
                    if line.startswith("flickr8k-mobilenetv2-minilm  ["))
     assert "dev R@1 26.5 / 33.3" in lines[english + 1]
