@@ -243,6 +243,24 @@ def test_chinese_query_through_engine(two_path_bundle: tuple[Path, Path, dict],
     assert torch_loaded == "False"
 
 
+def test_warm_up_loads_every_text_path(two_path_bundle: tuple[Path, Path, dict],
+                                      tmp_path: Path) -> None:
+    """A server's warm-up leaves nothing for its first query to load: both text towers of a
+    two-path bundle are loaded by it (before, the first query paid seconds for them)."""
+    from vlmsearch.engine import Engine
+
+    _, two, files = two_path_bundle
+    index = tmp_path / "index"
+    with Engine.open(index, model=str(two), create=True) as eng:
+        eng.index([files["photos"] / "red0.jpg"])
+    with Engine.open(index, create=False) as eng:
+        encoder = eng._model.full
+        assert encoder.towers._text is None and encoder._path_towers[0]._text is None
+        eng.warm_up()
+        assert encoder.towers._text is not None, "the primary (Latin-script) text tower"
+        assert encoder._path_towers[0]._text is not None, "the extra (other scripts) one"
+
+
 def test_fast_path_routes_and_blends_like_the_full_encoder(
         two_path_bundle: tuple[Path, Path, dict], tmp_path: Path) -> None:
     from vlmsearch.encoders.bundle import BundleEncoder
