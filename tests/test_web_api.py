@@ -504,6 +504,19 @@ def test_indexing_endpoint_only_when_allowed(engine: Engine, tmp_path: Path) -> 
     assert names(c.get("/api/search", params={"q": "pink", "k": 1}).json()) == ["pink.png"]
     assert "/api/index" in c.get("/openapi.json").json()["paths"]
     assert c.post("/api/index", json={"paths": []}).status_code == 422
+    # the CLI's file options: only some extensions, then hidden files too
+    extra = tmp_path / "extra"
+    make_image(extra / "green.png", "green")
+    make_image(extra / "blue.jpg", "blue")
+    make_image(extra / ".secret.png", "red")
+    r = c.post("/api/index", json={"paths": [str(extra)], "only_ext": [".png"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == 1  # green.png: not the .jpg, not the hidden file
+    r = c.post("/api/index", json={"paths": [str(extra)], "include_hidden": True})
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == 2  # blue.jpg and .secret.png
+    bad = c.post("/api/index", json={"paths": [str(extra)], "ext": ["not an extension!"]})
+    assert 400 <= bad.status_code < 500 and "ext" in bad.json()["detail"].lower(), bad.text
 
 
 # --- the serve command -----------------------------------------------------------------------

@@ -204,7 +204,9 @@ def build_router(
                     "application/json":
                 # A cross-site HTML form cannot send JSON, so this refuses forged requests.
                 raise HTTPException(415, "send the request as application/json")
-            return service.index(body.paths, body.exclude)
+            return service.index(body.paths, body.exclude, include_hidden=body.include_hidden,
+                                 add_extensions=body.ext, only_extensions=body.only_ext,
+                                 ocr=body.ocr)
 
     return router
 

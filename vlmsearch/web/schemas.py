@@ -96,3 +96,9 @@ class ErrorResponse(BaseModel):
 class IndexRequest(BaseModel):
     paths: list[str] = Field(min_length=1, description="files or folders on the server")
     exclude: list[str] = Field(default_factory=list, description="globs, as --exclude")
+    include_hidden: bool = Field(False, description="also hidden files, as --include-hidden")
+    ext: list[str] = Field(default_factory=list,
+                           description="also files ending in these extensions, as --ext")
+    only_ext: list[str] | None = Field(None, description="only these extensions, as --only-ext")
+    ocr: bool | None = Field(None, description="read the text in pictures (true), stop (false), "
+                             "or keep the index's setting (null), as --ocr / --no-ocr")

@@ -109,10 +109,12 @@ class SearchService:
         record = self.record(ident)
         return record, self.thumbnails.get(ident, record.path, record.digest)
 
-    def index(self, paths: Sequence[str], exclude: Sequence[str] = ()) -> dict[str, Any]:
-        """Index ``paths`` (``--allow-indexing`` only). Searches wait while it runs."""
+    def index(self, paths: Sequence[str], exclude: Sequence[str] = (), **options: Any
+              ) -> dict[str, Any]:
+        """Index ``paths`` (``--allow-indexing`` only), with :meth:`Engine.index`'s
+        ``options``. Searches wait while it runs."""
         with self.lock:
-            report = self.engine.index(paths, exclude=exclude)
+            report = self.engine.index(paths, exclude=exclude, **options)
         data = report.to_dict()
         data["index"] = str(self.engine.path)
         return data
