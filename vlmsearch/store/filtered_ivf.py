@@ -37,9 +37,9 @@ import faiss
 import numpy as np
 
 DENSE_SLACK = 4
-"""Ids are the metadata store's primary keys, so nearly dense: a cell per id up to the largest
-id costs 4 bytes each. Beyond ``DENSE_SLACK × count + 2**20`` ids (a collection that lost most
-of its rows) the map is kept sorted and searched instead."""
+"""Ids are the metadata store's primary keys, so nearly dense: a position per id up to the
+largest id costs 4 bytes each. Beyond ``DENSE_SLACK × count + 2**20`` ids (a collection that
+lost most of its rows) the map is kept sorted and searched instead."""
 DIRECT_BELOW = 0.04
 """When the matches are fewer than this share of the vectors in the cells to visit, their codes
 are gathered and scored (about 0.5 us each) instead of the cells being scanned (about 10 ns per
@@ -119,8 +119,12 @@ class CellMap:
 
     def counts(self, ids: np.ndarray) -> np.ndarray:
         """How many of ``ids`` each cell holds."""
-        cells = self.cells_of(ids)
-        return np.bincount(cells[cells >= 0], minlength=self.nlist)
+        pos = self.positions_of(ids)
+        return self.counts_at(pos[pos >= 0])
+
+    def counts_at(self, positions: np.ndarray) -> np.ndarray:
+        """How many of the ids at ``positions`` (in :attr:`ids`) each cell holds."""
+        return np.bincount(self.cell_at[positions], minlength=self.nlist)
 
     def counts_in(self, cells: np.ndarray, member: np.ndarray) -> np.ndarray:
         """How many of the ids in each of ``cells`` are members (``member`` is a boolean array
@@ -242,12 +246,14 @@ def search_among(ivf: Any, cell_map: CellMap, queries: np.ndarray, k: int, match
     with ``bitmap`` the same set, held by the caller while FAISS uses its selector."""
     target = margin * nprobe * cell_map.count / max(1, cell_map.nlist)
     fraction = len(matches) / max(1, cell_map.count)
-    every = cell_map.counts(matches) if fraction <= COUNT_ALL_BELOW else None
-    held = np.flatnonzero(every) if every is not None and every.sum() <= target else None
     direct = cell_map.codes is not None and fraction < DIRECT_BELOW
-    at = cell_map.positions_of(matches) if direct else None
-    if at is not None:
+    at = None  # the matches' positions in the cell map, when the counts or the codes need them
+    if fraction <= COUNT_ALL_BELOW or direct:
+        at = cell_map.positions_of(matches)
         at = at[at >= 0]
+    every = cell_map.counts_at(at) if at is not None and fraction <= COUNT_ALL_BELOW else None
+    held = np.flatnonzero(every) if every is not None and every.sum() <= target else None
+    scorable = (at, cell_map.cell_at[at]) if at is not None and direct else None
     out_scores = np.full((len(queries), k), -np.inf, dtype=np.float32)
     out_ids = np.full((len(queries), k), -1, dtype=np.int64)
     for row, query in enumerate(np.ascontiguousarray(queries, dtype=np.float32)):
@@ -257,7 +263,7 @@ def search_among(ivf: Any, cell_map: CellMap, queries: np.ndarray, k: int, match
             cells, dis = _nearest_cells(cell_map, query, every, bitmap, target, fraction)
         if not len(cells):
             continue
-        if at is not None and (scored := _score_directly(cell_map, query, at, cells, dis, k)):
+        if scorable and (scored := _score_directly(cell_map, query, *scorable, cells, dis, k)):
             out_scores[row, :len(scored[0])], out_ids[row, :len(scored[0])] = scored
             continue
         params = faiss.SearchParametersIVF()
@@ -276,20 +282,22 @@ def search_among(ivf: Any, cell_map: CellMap, queries: np.ndarray, k: int, match
     return out_scores, out_ids
 
 
-def _score_directly(cell_map: CellMap, query: np.ndarray, at: np.ndarray, cells: np.ndarray,
-                    dis: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Top ``k`` among the matches (at positions ``at``) that lie in ``cells``, scored from
-    their codes alone; None when they are not a thin enough share of those cells' vectors for
-    that to beat scanning the cells."""
+def _score_directly(cell_map: CellMap, query: np.ndarray, at: np.ndarray, at_cells: np.ndarray,
+                    cells: np.ndarray, dis: np.ndarray, k: int
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Top ``k`` among the matches (at positions ``at``, in cells ``at_cells``) that lie in
+    ``cells``, scored from their codes alone; None when they are not a thin enough share of
+    those cells' vectors for that to beat scanning the cells."""
     assert cell_map.codes is not None
     cell_score = np.zeros(cell_map.nlist, dtype=np.float32)
     visited = np.zeros(cell_map.nlist, dtype=bool)
     visited[cells] = True
     cell_score[cells] = dis
-    inside = at[visited[cell_map.cell_at[at]]]
+    chosen = visited[at_cells]
+    inside = at[chosen]
     if len(inside) >= DIRECT_BELOW * int(cell_map.sizes[cells].sum()):
         return None
-    scores = cell_map.codes.score(query, inside, cell_score[cell_map.cell_at[inside]])
+    scores = cell_map.codes.score(query, inside, cell_score[at_cells[chosen]])
     top = np.argpartition(-scores, k - 1)[:k] if len(scores) > k else np.arange(len(scores))
     top = top[np.argsort(-scores[top], kind="stable")]
     return scores[top], cell_map.ids[inside[top]]
