@@ -41,7 +41,14 @@ from ..errors import UsageError
 from ..evaluation import split_metrics
 from ..pairs import PairSource, build_pair_sources, check_sources
 from .features import FeatureCache, cached_image_outputs, text_features
-from .trainer import BestEpoch, TrainConfig, head_optimizer, warmup_cosine
+from .trainer import (
+    BestEpoch,
+    TrainConfig,
+    caption_rows,
+    head_optimizer,
+    optimiser_step,
+    warmup_cosine,
+)
 
 Report = Callable[[str, dict[str, Any]], None]
 
@@ -143,17 +150,13 @@ def train_locked_head(cfg: HeadConfig, config: TrainConfig, train_images: np.nda
         total_loss = 0.0
         for s in range(steps_per_epoch):
             idx = perm[s * b:(s + 1) * b]
-            rows = np.concatenate([rng.choice(caps[i], size=k, replace=len(caps[i]) < k)
-                                   for i in idx])
+            rows = caption_rows(rng, caps, idx, k)
             txt = F.normalize(head.text(features(texts[rows])), dim=-1)
             loss = info_nce(images[idx], txt, head.logit_scale, captions_per_image=k,
                             i2t_weight=config.i2t_weight,
                             label_smoothing=config.label_smoothing)
-            for group in opt.param_groups:
-                group["lr"] = config.lr * lr_factor(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            optimiser_step(opt, loss, config.lr * lr_factor(step), head.parameters(),
+                           config.clip_grad)
             step += 1
             total_loss += float(loss.item())
         if epochs.record(evaluate(), epoch=epoch, loss=total_loss / steps_per_epoch,

@@ -136,6 +136,27 @@ def warmup_cosine(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], 
     return lr_factor
 
 
+def caption_rows(rng: np.random.RandomState, caps: Sequence[np.ndarray], images: np.ndarray,
+                 k: int) -> np.ndarray:
+    """``k`` caption rows of each of ``images`` (``caps[i]``: image ``i``'s rows), without
+    repeats unless an image has fewer than ``k``: the captions of one batch."""
+    return np.concatenate([rng.choice(caps[i], size=k, replace=len(caps[i]) < k)
+                           for i in images])
+
+
+def optimiser_step(opt: torch.optim.Optimizer, loss: torch.Tensor, lr: float,
+                   params: Any, clip_grad: float = 0.0) -> None:
+    """One step of ``opt`` on ``loss`` at learning rate ``lr``, the gradient norm of
+    ``params`` clipped to ``clip_grad`` when that is positive."""
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(params, clip_grad)
+    opt.step()
+
+
 class BestEpoch:
     """Each epoch's dev metrics, the best epoch (by mean R@1) with its weights, and when
     ``patience`` epochs without a better one say stop."""
@@ -229,20 +250,14 @@ def train_head(head_config: HeadConfig, config: TrainConfig, train: SplitFeature
             views = rng.choice(config.train_views, size=len(idx))
             fmap = torch.from_numpy(np.stack(
                 [train.images[v][i] for i, v in zip(idx, views, strict=True)]).astype(np.float32))
-            rows = np.concatenate([rng.choice(caps[i], size=k, replace=len(caps[i]) < k)
-                                   for i in idx])
+            rows = caption_rows(rng, caps, idx, k)
             img = F.normalize(head.image(fmap), dim=-1)
             txt = F.normalize(head.text(train.text_batch(rows)), dim=-1)
             loss = info_nce(img, txt, head.logit_scale, captions_per_image=k,
                             i2t_weight=config.i2t_weight,
                             label_smoothing=config.label_smoothing)
-            for group in opt.param_groups:
-                group["lr"] = config.lr * lr_factor(step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(head.parameters(), config.clip_grad)
-            opt.step()
+            optimiser_step(opt, loss, config.lr * lr_factor(step), head.parameters(),
+                           config.clip_grad)
             if ema is not None:
                 with torch.no_grad():
                     for pe, pm in zip(ema.parameters(), head.parameters(), strict=True):
