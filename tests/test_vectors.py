@@ -86,13 +86,21 @@ def _recall(found: np.ndarray, truth: list[set[int]]) -> float:
                           for t, f in zip(truth, found, strict=True)]))
 
 
+def _ivf_and_mapped_copy(folder: Path, ids: np.ndarray, vecs: np.ndarray
+                         ) -> tuple[VectorIndex, VectorIndex]:
+    """An IVF index of ``vecs`` built in memory, and the same index saved to ``folder`` and
+    memory-mapped read-only, as a query process opens it."""
+    built = VectorIndex.build(32, ids, vecs, exact_limit=1000)
+    built.save(folder / "ivf.faiss")
+    mapped = VectorIndex.load(folder / "ivf.faiss", 32, writable=False, kind=built.kind,
+                              tuning=built.tuning)
+    return built, mapped
+
+
 def test_filtered_ivf_search_is_the_top_k_among_the_matches(tmp_path: Path) -> None:
     vecs = clustered(8000, clusters=60)
     ids = np.arange(8000) * 2 + 1
-    built = VectorIndex.build(32, ids, vecs, exact_limit=1000)
-    built.save(tmp_path / "ivf.faiss")
-    index = VectorIndex.load(tmp_path / "ivf.faiss", 32, writable=False, kind=built.kind,
-                             tuning=built.tuning)
+    _, index = _ivf_and_mapped_copy(tmp_path, ids, vecs)
     q = clustered(60, clusters=60, seed=3)
     rng = np.random.default_rng(0)
     # few matches (fewer than the cells' worth the rule wants): every cell holding one is
@@ -128,10 +136,7 @@ def test_filtered_ivf_search_is_the_top_k_among_the_matches(tmp_path: Path) -> N
 def test_filtered_search_follows_changes_to_the_index(tmp_path: Path) -> None:
     vecs = clustered(3000)
     ids = np.arange(3000)
-    writable = VectorIndex.build(32, ids, vecs, exact_limit=1000)
-    writable.save(tmp_path / "ivf.faiss")
-    ro = VectorIndex.load(tmp_path / "ivf.faiss", 32, writable=False, kind=writable.kind,
-                          tuning=writable.tuning)
+    writable, ro = _ivf_and_mapped_copy(tmp_path, ids, vecs)
     allowed = np.arange(0, 3000, 7)
     for index in (writable, ro):
         index.search(vecs[:1], 10, allowed=allowed)  # builds what filtered search keeps
@@ -171,10 +176,7 @@ def test_scoring_matches_from_their_codes_equals_scanning_their_cells(
 
     vecs = clustered(8000, clusters=60)
     ids = np.arange(8000) * 3 + 2
-    built = VectorIndex.build(32, ids, vecs, exact_limit=1000)
-    built.save(tmp_path / "ivf.faiss")
-    mapped = VectorIndex.load(tmp_path / "ivf.faiss", 32, writable=False, kind=built.kind,
-                              tuning=built.tuning)
+    built, mapped = _ivf_and_mapped_copy(tmp_path, ids, vecs)
     q = clustered(30, clusters=60, seed=4)
     rng = np.random.default_rng(1)
     filters = [np.sort(rng.choice(ids, 40, replace=False)),
